@@ -1,0 +1,164 @@
+"""Command-line layer only: parse options, call the Python API, print, map errors to exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import ImgclfError, UsageError
+
+EXIT_USAGE = 2
+
+
+def _reporter(ctx: click.Context):
+    from .progress import Reporter
+
+    return Reporter(quiet=ctx.obj.get("quiet", False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
+@click.version_option(package_name="imgclf")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """imgclf: a folder of images, one subfolder per class -> a small accurate classifier."""
+    ctx.obj = {"debug": debug, "quiet": quiet}
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--model", default="efficientnet_lite0", show_default=True, help="Backbone (see `imgclf models`).")
+@click.option("--epochs", type=int, default=100, show_default=True, help="Upper bound on head epochs (early stopping ends sooner).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--dropout", type=float, default=0.2, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--patience", type=int, default=10, show_default=True, help="Epochs without val-loss improvement before stopping.")
+@click.option("--val-split", type=float, default=0.2, show_default=True, help="Fraction of each class held out for validation.")
+@click.option("--test-split", type=float, default=0.0, show_default=True, help="Fraction of each class held out for testing.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--input-size", type=int, default=None, help="Input size in pixels (default: the backbone's).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<data>-<time>).")
+@click.pass_context
+def train(ctx: click.Context, data: Path, out: Path | None, **options) -> None:
+    """Train on DATA (one subfolder per class, or train/ val/ test/) and write a run directory."""
+    from .training.run import train as run_train
+
+    result = run_train(data, out=str(out) if out else None, reporter=_reporter(ctx), **options)
+    m = result.metrics
+    lines = []
+    for split in ("val", "test"):
+        if split in m:
+            lines.append(f"{split} accuracy: {m[split]['accuracy']:.3f} ({m[split]['n']} images)")
+    lines.append(f"run: {result.run_dir}")
+    lines.append(f"model: {result.run_dir / 'model.keras'}")
+    lines.append(f"plots: {result.run_dir / 'confusion_matrix.png'}, {result.run_dir / 'predictions_grid.png'}")
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Where to write metrics and plots (default MODEL_DIR/eval-<data>).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+def evaluate(model: Path, data: Path, out: Path | None, batch_size: int) -> None:
+    """Evaluate a run or model on another labelled DATA folder: metrics and plots."""
+    from .inference.predictor import load
+
+    clf = load(model)
+    out = out or (clf.source.parent / f"eval-{data.resolve().name}")
+    metrics = clf.evaluate(data, out=out, batch_size=batch_size)
+    topk = next((k for k in metrics if k.startswith("top") and k.endswith("_accuracy")), None)
+    extra = f", {topk.replace('_', ' ')}: {metrics[topk]:.3f}" if topk and metrics[topk] is not None else ""
+    click.echo(f"accuracy: {metrics['accuracy']:.3f} ({metrics['n']} images{extra})")
+    if metrics["skipped_images"]:
+        click.echo(f"skipped {len(metrics['skipped_images'])} unreadable image(s)", err=True)
+    click.echo(f"results: {out}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+def predict(model: Path, paths: tuple[Path, ...], top_k: int, fmt: str, batch_size: int) -> None:
+    """Top-k labels for image files or folders of images."""
+    from .inference.predictor import expand_inputs, load
+
+    files = expand_inputs(paths)
+    if not files:
+        raise UsageError(f"no image files found in {', '.join(map(str, paths))}")
+    clf = load(model)
+    results = clf.predict(files, top_k=top_k, batch_size=batch_size)
+    if fmt == "json":
+        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "rank", "label", "score", "error"])
+        for r in results:
+            for rank, p in enumerate(r.get("predictions", []), 1):
+                w.writerow([r["path"], rank, p["label"], f"{p['score']:.6f}", ""])
+            if "error" in r:
+                w.writerow([r["path"], "", "", "", r["error"]])
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("path", *(f"#{i + 1}" for i in range(top_k)))
+        for r in results:
+            cells = [f"{p['label']} {p['score']:.1%}" for p in r.get("predictions", [])]
+            if "error" in r:
+                cells = [f"[red]error: {r['error']}[/red]"]
+            table.add_row(r["path"], *cells)
+        Console(highlight=False).print(table)
+    if any("error" in r for r in results):
+        n = sum("error" in r for r in results)
+        click.echo(f"{n} of {len(results)} file(s) could not be read", err=True)
+
+
+@cli.command()
+def models() -> None:
+    """List the backbones imgclf can use."""
+    from . import backbones
+
+    for name in backbones.names():
+        b = backbones.get(name)
+        click.echo(f"{name}\t{b.input_size}px\t{b.features}-d\t{b.weight_source}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``imgclf`` console script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        os.environ["IMGCLF_DEBUG"] = "1"
+    try:
+        cli.main(args=args, prog_name="imgclf", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("imgclf: interrupted", err=True)
+        return 130
+    except ImgclfError as exc:
+        if debug:
+            raise
+        click.echo(f"imgclf: error: {exc}", err=True)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

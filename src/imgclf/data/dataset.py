@@ -1,0 +1,205 @@
+"""Find the classes and images of a data folder and split them, deterministically.
+
+Layouts:
+- ``DATA/<class>/**/<image>``: split stratified into train/val(/test) by ``val_split``,
+  ``test_split`` and ``seed``;
+- ``DATA/train/<class>/…`` with ``val/`` (or ``validation/``) and/or ``test/`` beside it:
+  those folders are used as given; a missing ``val/`` is split off ``train/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .decode import IMAGE_EXTENSIONS
+
+SPLITS = ("train", "val", "test")
+_VAL_ALIASES = ("val", "validation")
+
+
+@dataclass
+class Split:
+    """Image paths of one split with integer labels (indices into ``Dataset.classes``)."""
+
+    paths: list[Path] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class Dataset:
+    """A data folder resolved into classes and train/val/test splits."""
+
+    root: Path
+    classes: list[str]
+    splits: dict[str, Split]
+    layout: str  # "folders" (split here) or "presplit" (train/ val/ test/ given)
+    warnings: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per class per split, e.g. ``{"train": {"cat": 32, "dog": 32}, ...}``."""
+        return {
+            name: {c: int(np.sum(np.asarray(s.labels) == i)) for i, c in enumerate(self.classes)}
+            for name, s in self.splits.items()
+        }
+
+    def fingerprint(self) -> str:
+        """Hash of the relative paths, sizes and labels: changes when the data does."""
+        h = hashlib.sha256()
+        for name, split in sorted(self.splits.items()):
+            for path, label in zip(split.paths, split.labels):
+                rel = os.path.relpath(path, self.root)
+                size = path.stat().st_size if path.exists() else -1
+                h.update(f"{name}\t{rel}\t{size}\t{self.classes[label]}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.startswith("__")
+
+
+def find_images(folder: Path) -> list[Path]:
+    """All image files below ``folder`` (recursive, sorted; hidden files and folders skipped).
+
+    Symlinked folders are not followed, so a symlink loop cannot hang discovery.
+
+    Example
+    -------
+    >>> find_images(Path("photos/cat"))  # doctest: +SKIP
+    [PosixPath('photos/cat/1.jpg'), PosixPath('photos/cat/sub/2.png')]
+    """
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        for name in filenames:
+            if not _is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(Path(dirpath) / name)
+    return sorted(found)
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not _is_hidden(p.name))
+
+
+def _read_classes(folder: Path, warnings: list[str]) -> dict[str, list[Path]]:
+    images = {name: find_images(folder / name) for name in _subfolders(folder)}
+    for name in [n for n, files in images.items() if not files]:
+        warnings.append(f"class folder {folder / name} has no images; ignored")
+        del images[name]
+    return images
+
+
+def _check_classes(images: dict[str, list[Path]], where: Path) -> None:
+    if not images:
+        raise DataError(f"{where}: no class folders with images found; expected {where}/<class>/<image files>")
+    if len(images) < 2:
+        only = next(iter(images))
+        raise DataError(f"{where}: only one class ({only!r}); put each class's images in its own subfolder, at least 2 classes")
+
+
+def _stratified_split(
+    images: dict[str, list[Path]], classes: list[str], fractions: dict[str, float], seed: int
+) -> dict[str, Split]:
+    """Per-class shuffled split.
+
+    Written by hand rather than with scikit-learn's ``train_test_split``: that one rounds
+    globally and can leave a small class with no validation image at all; here every
+    class with a non-zero fraction gets at least one image in each split.
+    """
+    out = {name: Split() for name in ("train", *fractions)}
+    for label, cls in enumerate(classes):
+        paths = images[cls]
+        rng = np.random.default_rng([seed, label])
+        order = rng.permutation(len(paths))
+        counts = {name: max(1, int(round(len(paths) * f))) for name, f in fractions.items() if f > 0}
+        if len(paths) - sum(counts.values()) < 1:
+            opts = " and ".join(f"--{n}-split {fractions[n]:g}" for n in counts)
+            raise DataError(
+                f"class {cls!r} has {len(paths)} image(s), too few to split with {opts}; "
+                f"add images to that class (at least {sum(counts.values()) + 1})"
+            )
+        start = 0
+        for name, n in counts.items():
+            for i in order[start : start + n]:
+                out[name].paths.append(paths[i])
+                out[name].labels.append(label)
+            start += n
+        for i in order[start:]:
+            out["train"].paths.append(paths[i])
+            out["train"].labels.append(label)
+    return {name: s for name, s in out.items() if len(s) or name == "train"}
+
+
+def load_dataset(root: str | Path, val_split: float = 0.2, test_split: float = 0.0, seed: int = 0) -> Dataset:
+    """Resolve a data folder into classes and stratified train/val/test splits.
+
+    Parameters
+    ----------
+    root : folder with one subfolder per class, or ``train/`` + ``val/`` (+ ``test/``).
+    val_split, test_split : fractions of each class held out when the folder is not pre-split.
+    seed : the same seed and files always give the same split.
+
+    Returns
+    -------
+    Dataset
+
+    Example
+    -------
+    >>> ds = load_dataset("examples/fashion-mini")  # doctest: +SKIP
+    >>> ds.classes[:2], len(ds.splits["train"])  # doctest: +SKIP
+    (['ankle_boot', 'bag'], 320)
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: no such folder; pass the folder that holds one subfolder per class")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; pass the folder that holds one subfolder per class")
+    for name, value in (("val", val_split), ("test", test_split)):
+        if not 0.0 <= value < 1.0:
+            raise DataError(f"--{name}-split {value:g}: must be a fraction in [0, 1)")
+    if val_split + test_split >= 1.0:
+        raise DataError(f"--val-split {val_split:g} + --test-split {test_split:g}: leaves nothing to train on")
+
+    warnings: list[str] = []
+    subs = _subfolders(root)
+    val_name = next((v for v in _VAL_ALIASES if v in subs), None)
+    presplit = "train" in subs and (val_name is not None or "test" in subs)
+    if not presplit:
+        images = _read_classes(root, warnings)
+        _check_classes(images, root)
+        classes = sorted(images)
+        fractions = {"val": val_split, "test": test_split}
+        return Dataset(root, classes, _stratified_split(images, classes, fractions, seed), "folders", warnings)
+
+    train_images = _read_classes(root / "train", warnings)
+    _check_classes(train_images, root / "train")
+    classes = sorted(train_images)
+    given: dict[str, dict[str, list[Path]]] = {}
+    for split, folder in (("val", val_name), ("test", "test" if "test" in subs else None)):
+        if folder is None:
+            continue
+        images = _read_classes(root / folder, warnings)
+        unknown = sorted(set(images) - set(classes))
+        if unknown:
+            raise DataError(
+                f"{root / folder}: classes {unknown} are not in {root / 'train'}; every split must use the training classes"
+            )
+        given[split] = images
+    fractions = {"val": 0.0 if "val" in given else val_split, "test": 0.0 if "test" in given else test_split}
+    splits = _stratified_split(train_images, classes, fractions, seed)
+    for split, images in given.items():
+        s = Split()
+        for label, cls in enumerate(classes):
+            for path in images.get(cls, []):
+                s.paths.append(path)
+                s.labels.append(label)
+        splits[split] = s
+    return Dataset(root, classes, splits, "presplit", warnings)

@@ -1,0 +1,72 @@
+"""The run's pictures: training curves, confusion matrix and the tutorial's predictions grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+from ..data.decode import DecodeError, decode_image  # noqa: E402
+from ..fileio import atomic_path  # noqa: E402
+
+
+def _save(fig, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return target
+
+
+def plot_training_curves(history: dict[str, list[float]], target: Path) -> Path:
+    """Loss and accuracy per epoch, training and validation. Example: ``plot_training_curves(h, run / "training_curves.png")``."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if history.get(key):
+                ax.plot(range(1, len(history[key]) + 1), history[key], label=label)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, target)
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], target: Path) -> Path:
+    """Confusion matrix (rows: true class, columns: predicted)."""
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * n + 3), max(4, 0.6 * n + 2)))
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=list(classes)).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, values_format="d"
+    )
+    ax.set_title("confusion matrix")
+    return _save(fig, target)
+
+
+def plot_predictions_grid(
+    paths: Sequence[Path], y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str], target: Path, limit: int = 30
+) -> Path:
+    """The tutorial's grid: up to ``limit`` images, titled with the predicted label and its
+    probability, green when right and red when wrong."""
+    n = min(limit, len(paths))
+    cols = 6
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.5))
+    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
+        ax.axis("off")
+        if i >= n:
+            continue
+        try:
+            ax.imshow(decode_image(paths[i], 160))
+        except DecodeError:
+            continue
+        pred = int(np.argmax(probs[i]))
+        ok = pred == int(y_true[i])
+        ax.set_title(f"{classes[pred]} {probs[i][pred]:.0%}", color="green" if ok else "red", fontsize=9)
+    fig.suptitle("predictions (green: right, red: wrong)")
+    return _save(fig, target)

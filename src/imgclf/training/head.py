@@ -1,0 +1,100 @@
+"""The classifier head (Dropout + Dense softmax) trained on cached embeddings, and the
+assembly of the one full model that every export starts from."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._keras import keras
+
+
+def build_head(features: int, num_classes: int, dropout: float) -> keras.Sequential:
+    """Dropout + Dense softmax over pooled backbone features (the tutorial's head).
+
+    Example
+    -------
+    >>> build_head(1280, 5, 0.2).output_shape
+    (None, 5)
+    """
+    return keras.Sequential(
+        [
+            keras.Input((features,), name="features"),
+            keras.layers.Dropout(dropout, name="head_dropout"),
+            keras.layers.Dense(num_classes, activation="softmax", name="probabilities"),
+        ],
+        name="head",
+    )
+
+
+def train_head(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    num_classes: int,
+    *,
+    dropout: float = 0.2,
+    lr: float = 1e-3,
+    epochs: int = 100,
+    batch_size: int = 32,
+    label_smoothing: float = 0.1,
+    patience: int = 10,
+    seed: int = 0,
+    verbose: int = 0,
+) -> tuple[keras.Sequential, dict[str, list[float]]]:
+    """Train the head with Adam; with validation data, stop early on validation loss and
+    restore the best epoch's weights.
+
+    Returns the head and its history (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``).
+
+    Example
+    -------
+    >>> head, history = train_head(x, y, xv, yv, num_classes=10)  # doctest: +SKIP
+    """
+    keras.utils.set_random_seed(seed)
+    head = build_head(x_train.shape[1], num_classes, dropout)
+    head.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+    )
+    one_hot = lambda y: keras.utils.to_categorical(y, num_classes)  # noqa: E731
+    has_val = x_val is not None and len(x_val) > 0
+    callbacks = (
+        [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)] if has_val else []
+    )
+    history = head.fit(
+        x_train,
+        one_hot(y_train),
+        validation_data=(x_val, one_hot(y_val)) if has_val else None,
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    return head, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def feature_extractor(backbone_model: keras.Model, preprocessing: keras.layers.Layer, input_size: int) -> keras.Model:
+    """RGB 0..255 in -> preprocessing -> backbone -> pooled features out.
+
+    Example
+    -------
+    >>> fx = feature_extractor(get("efficientnet_lite0").build(), get("efficientnet_lite0").preprocessing(), 224)  # doctest: +SKIP
+    """
+    image = keras.Input((input_size, input_size, 3), name="image")
+    backbone_model.trainable = False
+    return keras.Model(image, backbone_model(preprocessing(image)), name="features")
+
+
+def assemble(features: keras.Model, head: keras.Sequential, name: str = "imgclf") -> keras.Model:
+    """One model: RGB image (uint8 or float 0..255) -> probabilities, preprocessing inside.
+
+    Example
+    -------
+    >>> model = assemble(fx, head)  # doctest: +SKIP
+    >>> model.predict(np.zeros((1, 224, 224, 3), np.uint8)).shape  # doctest: +SKIP
+    (1, 10)
+    """
+    return keras.Model(features.input, head(features.output), name=name)

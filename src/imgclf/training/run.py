@@ -1,0 +1,234 @@
+"""``train``: data folder -> embeddings -> head -> full model -> run directory.
+
+Run directory files (fixed names): ``model.keras``, ``labels.txt``, ``config.json``,
+``metrics.json``, ``history.csv``, ``predictions.csv``, ``training_curves.png``,
+``confusion_matrix.png``, ``predictions_grid.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import backbones
+from ..cache import cache_dir
+from ..data.dataset import Dataset, Split, load_dataset
+from ..errors import DataError
+from ..evaluation.metrics import compute_metrics, write_predictions_csv
+from ..fileio import atomic_path, write_json, write_text
+from ..progress import Reporter
+from .config import TrainConfig
+from .embeddings import EmbeddingCache, compute_embeddings
+
+DECODE_VERSION = "pillow-bilinear-v1"  # bump when decode_image's output changes: invalidates cached embeddings
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` made: the run folder, its metrics and the trained model."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    model: Any  # keras.Model
+    classes: list[str]
+
+
+def library_versions() -> dict[str, str]:
+    names = ["imgclf", "tensorflow", "keras", "numpy", "pillow", "scikit-learn", "ai-edge-litert"]
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _default_run_dir(data: Path) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{data.resolve().name or 'data'}-{stamp}"
+
+
+def embedding_key(backbone: backbones.Backbone, size: int, background: tuple[int, int, int]) -> str:
+    """Everything that changes an embedding besides the file's bytes."""
+    bg = "-".join(map(str, background))
+    return f"{backbone.name}|w={backbones.weights_id(backbone.name)}|{size}px|{backbone.preprocessing_id}|{DECODE_VERSION}|bg={bg}"
+
+
+def _history_csv(history: dict[str, list[float]]) -> str:
+    buf = io.StringIO()
+    keys = list(history)
+    w = csv.writer(buf)
+    w.writerow(["epoch", *keys])
+    for i in range(len(history[keys[0]]) if keys else 0):
+        w.writerow([i + 1, *(f"{history[k][i]:.6f}" for k in keys)])
+    return buf.getvalue()
+
+
+def train(data: str | Path, *, reporter: Reporter | None = None, **options: Any) -> TrainResult:
+    """Train a classifier on a folder of images and write a run directory.
+
+    Parameters
+    ----------
+    data : folder with one subfolder per class (or ``train/``, ``val/``, ``test/``).
+    **options : any ``TrainConfig`` field (``model``, ``epochs``, ``val_split``, ``out``, ...).
+
+    Returns
+    -------
+    TrainResult with ``run_dir``, ``metrics`` (as in ``metrics.json``) and ``model``.
+
+    Example
+    -------
+    >>> result = train("examples/fashion-mini/train", out="runs/demo")  # doctest: +SKIP
+    >>> result.metrics["val"]["accuracy"]  # doctest: +SKIP
+    0.8
+    """
+    config = TrainConfig(data=str(data), **options).validate()
+    return train_from_config(config, reporter)
+
+
+def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
+    """``train`` for an already built ``TrainConfig`` (e.g. read back from ``config.json``)."""
+    reporter = reporter or Reporter()
+    started = time.perf_counter()
+    backbone = backbones.get(config.model)
+    size = config.input_size or backbone.input_size
+    dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed)
+    for w in dataset.warnings:
+        reporter.warn(w)
+    run_dir = Path(config.out) if config.out else _default_run_dir(Path(config.data))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    counts = {name: len(s) for name, s in dataset.splits.items()}
+    reporter.info(f"{len(dataset.classes)} classes, " + ", ".join(f"{n} {k}" for k, n in counts.items()) + f" images -> {run_dir}")
+
+    from .head import assemble, feature_extractor, train_head  # imports TensorFlow: after the cheap checks
+
+    features = feature_extractor(backbone.build(size), backbone.preprocessing(), size)
+    all_paths = [p for s in dataset.splits.values() for p in s.paths]
+    cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
+    t0 = time.perf_counter()
+    try:
+        with reporter.bar(f"embedding ({backbone.name})", len(all_paths)) as advance:
+            result = compute_embeddings(
+                all_paths, features.predict_on_batch, cache, embedding_key(backbone, size, config.background),
+                size, batch_size=32, background=config.background, progress=advance,
+            )
+    finally:
+        cache.close()
+    backbone_seconds = time.perf_counter() - t0
+    if result.errors:
+        first = "; ".join(f"{p}: {why}" for p, why in list(result.errors.items())[:3])
+        reporter.warn(f"skipped {len(result.errors)} unreadable image(s): {first}")
+
+    # Split the embeddings back per split, dropping the images that could not be used.
+    vectors: dict[str, tuple[np.ndarray, np.ndarray, list[Path]]] = {}
+    start = 0
+    ok_rows = np.cumsum(result.ok) - 1
+    for name, split in dataset.splits.items():
+        mask = result.ok[start : start + len(split)]
+        rows = ok_rows[start : start + len(split)][mask]
+        vectors[name] = (result.vectors[rows], np.asarray(split.labels)[mask], [p for p, m in zip(split.paths, mask) if m])
+        start += len(split)
+    x_train, y_train, _ = vectors["train"]
+    missing = [c for i, c in enumerate(dataset.classes) if not np.any(y_train == i)]
+    if missing:
+        raise DataError(f"{dataset.root}: no usable training images left for class(es) {missing}; check those folders")
+    x_val, y_val, _ = vectors.get("val", (None, None, None))
+
+    t1 = time.perf_counter()
+    head, history = train_head(
+        x_train, y_train, x_val, y_val, len(dataset.classes), dropout=config.dropout, lr=config.lr,
+        epochs=config.epochs, batch_size=config.batch_size, label_smoothing=config.label_smoothing,
+        patience=config.patience, seed=config.seed,
+    )
+    head_seconds = time.perf_counter() - t1
+
+    metrics: dict[str, Any] = {}
+    probs_by_split: dict[str, np.ndarray] = {}
+    for name in ("val", "test"):
+        if name in vectors and len(vectors[name][0]):
+            x, y, _ = vectors[name]
+            probs_by_split[name] = head.predict(x, verbose=0)
+            metrics[name] = compute_metrics(y, probs_by_split[name], dataset.classes)
+    report_split = "test" if "test" in probs_by_split else ("val" if "val" in probs_by_split else None)
+
+    model = assemble(features, head, name=f"imgclf_{backbone.name}")
+    if report_split:
+        _, y, paths = vectors[report_split]
+        metrics["full_model_check"] = _full_model_check(model, paths[:8], probs_by_split[report_split][:8], size, config.background)
+    with atomic_path(run_dir / "model.keras") as tmp:
+        model.save(tmp)
+    write_text(run_dir / "labels.txt", "".join(f"{c}\n" for c in dataset.classes))
+
+    metrics.update(
+        {
+            "report_split": report_split,
+            "epochs_run": len(history.get("loss", [])),
+            "best_epoch": int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else len(history.get("loss", [])),
+            "timing_seconds": {
+                "backbone": round(backbone_seconds, 3),
+                "head": round(head_seconds, 3),
+                "total": round(time.perf_counter() - started, 3),
+            },
+            "images_embedded": result.computed,
+            "images_from_cache": result.cached,
+        }
+    )
+    write_json(run_dir / "metrics.json", metrics)
+    write_text(run_dir / "history.csv", _history_csv(history))
+    write_json(run_dir / "config.json", _config_record(config, dataset, backbone, size, result.errors))
+    from ..evaluation.plots import plot_confusion_matrix, plot_predictions_grid, plot_training_curves
+
+    plot_training_curves(history, run_dir / "training_curves.png")
+    if report_split:
+        _, y, paths = vectors[report_split]
+        probs = probs_by_split[report_split]
+        write_predictions_csv(run_dir / "predictions.csv", paths, y, probs, dataset.classes, root=dataset.root)
+        plot_confusion_matrix(metrics[report_split]["confusion_matrix"], dataset.classes, run_dir / "confusion_matrix.png")
+        plot_predictions_grid(paths, y, probs, dataset.classes, run_dir / "predictions_grid.png")
+    metrics["timing_seconds"]["total"] = round(time.perf_counter() - started, 3)
+    write_json(run_dir / "metrics.json", metrics)
+    return TrainResult(run_dir, metrics, model, dataset.classes)
+
+
+def _full_model_check(model, paths: list[Path], head_probs: np.ndarray, size: int, background) -> dict[str, Any]:
+    """Prove the saved model (image in) computes what was evaluated (embeddings -> head)."""
+    from ..data.pipeline import decoded_batches
+
+    diffs = []
+    for batch in decoded_batches(paths, size, batch_size=len(paths) or 1, background=background):
+        if batch.indices:
+            probs = model.predict_on_batch(batch.images)
+            diffs.append(np.abs(probs - head_probs[batch.indices]).max())
+    max_diff = float(max(diffs)) if diffs else 0.0
+    return {"images": len(paths), "max_abs_prob_diff": max_diff, "ok": max_diff < 1e-3}
+
+
+def _config_record(config: TrainConfig, dataset: Dataset, backbone, size: int, errors: dict[str, str]) -> dict[str, Any]:
+    def rel(p: Path) -> str:
+        return str(p.relative_to(dataset.root)) if p.is_relative_to(dataset.root) else str(p)
+
+    def split_record(s: Split) -> list[list[Any]]:
+        return [[rel(p), dataset.classes[y]] for p, y in zip(s.paths, s.labels)]
+
+    return {
+        "options": config.to_dict(),
+        "backbone": {"name": backbone.name, "input_size": size, "mean": backbone.mean, "std": backbone.std,
+                     "weights": backbone.weight_source, "weights_id": backbones.weights_id(backbone.name)},
+        "classes": dataset.classes,
+        "dataset": {"root": str(dataset.root.resolve()), "layout": dataset.layout, "fingerprint": dataset.fingerprint(),
+                    "counts": dataset.counts(), "warnings": dataset.warnings},
+        "skipped_images": [{"path": p, "reason": why} for p, why in errors.items()],
+        "splits": {name: split_record(s) for name, s in dataset.splits.items()},
+        "versions": library_versions(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
