@@ -30,4 +30,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'imgclf' has no attribute {name!r}")
 
 
-__all__ = ["Classifier", "DataError", "ImgclfError", "ModelError", "TrainConfig", "TrainResult", "UsageError", "WeightsError", "load", "train"]
+__all__ = [
+    "Classifier",
+    "DataError",
+    "ImgclfError",
+    "ModelError",
+    "TrainConfig",
+    "TrainResult",
+    "UsageError",
+    "WeightsError",
+    "load",
+    "train",
+]

@@ -34,18 +34,46 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--model", default="efficientnet_lite0", show_default=True, help="Backbone (see `imgclf models`).")
-@click.option("--epochs", type=int, default=100, show_default=True, help="Upper bound on head epochs (early stopping ends sooner).")
+@click.option(
+    "--model", default="efficientnet_lite0", show_default=True, help="Backbone (see `imgclf models`)."
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Upper bound on head epochs (early stopping ends sooner).",
+)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--dropout", type=float, default=0.2, show_default=True)
 @click.option("--label-smoothing", type=float, default=0.1, show_default=True)
-@click.option("--patience", type=int, default=10, show_default=True, help="Epochs without val-loss improvement before stopping.")
-@click.option("--val-split", type=float, default=0.2, show_default=True, help="Fraction of each class held out for validation.")
-@click.option("--test-split", type=float, default=0.0, show_default=True, help="Fraction of each class held out for testing.")
+@click.option(
+    "--patience",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Epochs without val-loss improvement before stopping.",
+)
+@click.option(
+    "--val-split",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Fraction of each class held out for validation.",
+)
+@click.option(
+    "--test-split",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction of each class held out for testing.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--input-size", type=int, default=None, help="Input size in pixels (default: the backbone's).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<data>-<time>).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<data>-<time>)."
+)
 @click.pass_context
 def train(ctx: click.Context, data: Path, out: Path | None, **options) -> None:
     """Train on DATA (one subfolder per class, or train/ val/ test/) and write a run directory."""
@@ -59,14 +87,21 @@ def train(ctx: click.Context, data: Path, out: Path | None, **options) -> None:
             lines.append(f"{split} accuracy: {m[split]['accuracy']:.3f} ({m[split]['n']} images)")
     lines.append(f"run: {result.run_dir}")
     lines.append(f"model: {result.run_dir / 'model.keras'}")
-    lines.append(f"plots: {result.run_dir / 'confusion_matrix.png'}, {result.run_dir / 'predictions_grid.png'}")
+    lines.append(
+        f"plots: {result.run_dir / 'confusion_matrix.png'}, {result.run_dir / 'predictions_grid.png'}"
+    )
     click.echo("\n".join(lines))
 
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Where to write metrics and plots (default MODEL_DIR/eval-<data>).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write metrics and plots (default MODEL_DIR/eval-<data>).",
+)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 def evaluate(model: Path, data: Path, out: Path | None, batch_size: int) -> None:
     """Evaluate a run or model on another labelled DATA folder: metrics and plots."""
@@ -87,7 +122,9 @@ def evaluate(model: Path, data: Path, out: Path | None, batch_size: int) -> None
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", type=int, default=3, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 def predict(model: Path, paths: tuple[Path, ...], top_k: int, fmt: str, batch_size: int) -> None:
     """Top-k labels for image files or folders of images."""

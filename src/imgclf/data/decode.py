@@ -47,8 +47,14 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
 
 def _open(source: str | Path | bytes | np.ndarray) -> Image.Image:
     if isinstance(source, np.ndarray):
-        if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)):
-            raise DecodeError(f"array of shape {source.shape} and dtype {source.dtype}: expected uint8 HxW, HxWx3 or HxWx4")
+        if (
+            source.dtype != np.uint8
+            or source.ndim not in (2, 3)
+            or (source.ndim == 3 and source.shape[2] not in (1, 3, 4))
+        ):
+            raise DecodeError(
+                f"array of shape {source.shape} and dtype {source.dtype}: expected uint8 HxW, HxWx3 or HxWx4"
+            )
         return Image.fromarray(source[..., 0] if source.ndim == 3 and source.shape[2] == 1 else source)
     return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
 

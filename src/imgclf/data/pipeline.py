@@ -32,7 +32,9 @@ class Batch:
 Source = Path | np.ndarray
 
 
-def _decode(source: Source, size: int, background: tuple[int, int, int]) -> tuple[np.ndarray | None, str | None]:
+def _decode(
+    source: Source, size: int, background: tuple[int, int, int]
+) -> tuple[np.ndarray | None, str | None]:
     try:
         return decode_image(source, size, background), None
     except DecodeError as exc:

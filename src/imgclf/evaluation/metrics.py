@@ -9,12 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
 
 from ..fileio import write_text
 
 
-def compute_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str], top_k: int = 3) -> dict[str, Any]:
+def compute_metrics(
+    y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str], top_k: int = 3
+) -> dict[str, Any]:
     """Accuracy, top-k accuracy, per-class precision/recall/F1/support and the confusion matrix.
 
     Example
@@ -33,7 +40,9 @@ def compute_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[
     out: dict[str, Any] = {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        f"top{k}_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)) if k >= 1 else None,
+        f"top{k}_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels))
+        if k >= 1
+        else None,
         "per_class": {
             c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for c, p, r, f, s in zip(classes, precision, recall, f1, support)
@@ -44,7 +53,12 @@ def compute_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[
 
 
 def write_predictions_csv(
-    target: Path, paths: Sequence[Path], y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str], root: Path | None = None
+    target: Path,
+    paths: Sequence[Path],
+    y_true: Sequence[int],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    root: Path | None = None,
 ) -> Path:
     """The tutorial's table: path, true label, predicted label, one probability column per class."""
     buf = io.StringIO()

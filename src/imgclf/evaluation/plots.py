@@ -49,11 +49,18 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
 
 
 def plot_predictions_grid(
-    paths: Sequence[Path], y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str], target: Path, limit: int = 30
+    paths: Sequence[Path],
+    y_true: Sequence[int],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    target: Path,
+    limit: int = 30,
 ) -> Path:
     """The tutorial's grid: up to ``limit`` images, titled with the predicted label and its
-    probability, green when right and red when wrong."""
-    n = min(limit, len(paths))
+    probability, green when right and red (with the true label) when wrong."""
+    # A seeded sample rather than the first images, which are all of the first class.
+    order = np.random.default_rng(0).permutation(len(paths))[:limit]
+    n = len(order)
     cols = 6
     rows = max(1, -(-n // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.5))
@@ -61,12 +68,15 @@ def plot_predictions_grid(
         ax.axis("off")
         if i >= n:
             continue
+        j = order[i]
         try:
-            ax.imshow(decode_image(paths[i], 160))
+            ax.imshow(decode_image(paths[j], 160))
         except DecodeError:
             continue
-        pred = int(np.argmax(probs[i]))
-        ok = pred == int(y_true[i])
-        ax.set_title(f"{classes[pred]} {probs[i][pred]:.0%}", color="green" if ok else "red", fontsize=9)
+        pred, true = int(np.argmax(probs[j])), int(y_true[j])
+        title = f"{classes[pred]} {probs[j][pred]:.0%}" + (
+            "" if pred == true else f"\n(true: {classes[true]})"
+        )
+        ax.set_title(title, color="green" if pred == true else "red", fontsize=9)
     fig.suptitle("predictions (green: right, red: wrong)")
     return _save(fig, target)

@@ -34,7 +34,7 @@ class TrainConfig:
     out: str | None = None
     background: tuple[int, int, int] = (255, 255, 255)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ``UsageError`` naming the first option with an unusable value."""
         checks = [
             ("--epochs", self.epochs >= 1, "a whole number >= 1"),
@@ -43,7 +43,11 @@ class TrainConfig:
             ("--dropout", 0 <= self.dropout < 1, "a fraction in [0, 1)"),
             ("--label-smoothing", 0 <= self.label_smoothing < 1, "a fraction in [0, 1)"),
             ("--patience", self.patience >= 1, "a whole number >= 1"),
-            ("--input-size", self.input_size is None or 32 <= self.input_size <= 1024, "a size in pixels from 32 to 1024"),
+            (
+                "--input-size",
+                self.input_size is None or 32 <= self.input_size <= 1024,
+                "a size in pixels from 32 to 1024",
+            ),
         ]
         for option, ok, what in checks:
             if not ok:
@@ -55,7 +59,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Rebuild from a saved ``config.json`` ``options`` section; unknown keys are an error."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)

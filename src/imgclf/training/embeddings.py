@@ -9,7 +9,6 @@ killed run keeps every batch it finished (each batch is one committed transactio
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -157,5 +156,9 @@ def compute_embeddings(
             errors[str(path)] = failed_digests[digest]
     ok = np.array([d is not None and d in known for d in digests], dtype=bool)
     dim = next(iter(known.values())).shape[0] if known else 0
-    vectors = np.stack([known[d] for d, good in zip(digests, ok) if good]) if ok.any() else np.zeros((0, dim), np.float32)
+    vectors = (
+        np.stack([known[d] for d, good in zip(digests, ok) if good])
+        if ok.any()
+        else np.zeros((0, dim), np.float32)
+    )
     return EmbeddingResult(vectors, ok, digests, errors, computed=computed, cached=cached)

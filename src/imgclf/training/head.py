@@ -61,7 +61,9 @@ def train_head(
     one_hot = lambda y: keras.utils.to_categorical(y, num_classes)  # noqa: E731
     has_val = x_val is not None and len(x_val) > 0
     callbacks = (
-        [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)] if has_val else []
+        [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)]
+        if has_val
+        else []
     )
     history = head.fit(
         x_train,
@@ -76,12 +78,15 @@ def train_head(
     return head, {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
-def feature_extractor(backbone_model: keras.Model, preprocessing: keras.layers.Layer, input_size: int) -> keras.Model:
+def feature_extractor(
+    backbone_model: keras.Model, preprocessing: keras.layers.Layer, input_size: int
+) -> keras.Model:
     """RGB 0..255 in -> preprocessing -> backbone -> pooled features out.
 
     Example
     -------
-    >>> fx = feature_extractor(get("efficientnet_lite0").build(), get("efficientnet_lite0").preprocessing(), 224)  # doctest: +SKIP
+    >>> lite0 = backbones.get("efficientnet_lite0")  # doctest: +SKIP
+    >>> fx = feature_extractor(lite0.build(), lite0.preprocessing(), 224)  # doctest: +SKIP
     """
     image = keras.Input((input_size, input_size, 3), name="image")
     backbone_model.trainable = False

@@ -29,7 +29,9 @@ from ..progress import Reporter
 from .config import TrainConfig
 from .embeddings import EmbeddingCache, compute_embeddings
 
-DECODE_VERSION = "pillow-bilinear-v1"  # bump when decode_image's output changes: invalidates cached embeddings
+DECODE_VERSION = (
+    "pillow-bilinear-v1"  # bump when decode_image's output changes: invalidates cached embeddings
+)
 
 
 @dataclass
@@ -43,13 +45,25 @@ class TrainResult:
 
 
 def library_versions() -> dict[str, str]:
-    names = ["imgclf", "tensorflow", "keras", "numpy", "pillow", "scikit-learn", "ai-edge-litert"]
+    """Versions of what shaped the run; TensorFlow may be installed as tensorflow or tensorflow-cpu."""
+    packages = {
+        "imgclf": ["imgclf"],
+        "tensorflow": ["tensorflow", "tensorflow-cpu"],
+        "keras": ["keras"],
+        "numpy": ["numpy"],
+        "pillow": ["pillow"],
+        "scikit-learn": ["scikit-learn"],
+        "ai-edge-litert": ["ai-edge-litert"],
+    }
     out = {"python": platform.python_version()}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
+    for name, dists in packages.items():
+        out[name] = "not installed"
+        for dist in dists:
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out
 
 
@@ -61,7 +75,8 @@ def _default_run_dir(data: Path) -> Path:
 def embedding_key(backbone: backbones.Backbone, size: int, background: tuple[int, int, int]) -> str:
     """Everything that changes an embedding besides the file's bytes."""
     bg = "-".join(map(str, background))
-    return f"{backbone.name}|w={backbones.weights_id(backbone.name)}|{size}px|{backbone.preprocessing_id}|{DECODE_VERSION}|bg={bg}"
+    weights = backbones.weights_id(backbone.name)
+    return f"{backbone.name}|w={weights}|{size}px|{backbone.preprocessing_id}|{DECODE_VERSION}|bg={bg}"
 
 
 def _history_csv(history: dict[str, list[float]]) -> str:
@@ -108,7 +123,11 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     run_dir = Path(config.out) if config.out else _default_run_dir(Path(config.data))
     run_dir.mkdir(parents=True, exist_ok=True)
     counts = {name: len(s) for name, s in dataset.splits.items()}
-    reporter.info(f"{len(dataset.classes)} classes, " + ", ".join(f"{n} {k}" for k, n in counts.items()) + f" images -> {run_dir}")
+    reporter.info(
+        f"{len(dataset.classes)} classes, "
+        + ", ".join(f"{n} {k}" for k, n in counts.items())
+        + f" images -> {run_dir}"
+    )
 
     from .head import assemble, feature_extractor, train_head  # imports TensorFlow: after the cheap checks
 
@@ -119,8 +138,14 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     try:
         with reporter.bar(f"embedding ({backbone.name})", len(all_paths)) as advance:
             result = compute_embeddings(
-                all_paths, features.predict_on_batch, cache, embedding_key(backbone, size, config.background),
-                size, batch_size=32, background=config.background, progress=advance,
+                all_paths,
+                features.predict_on_batch,
+                cache,
+                embedding_key(backbone, size, config.background),
+                size,
+                batch_size=32,
+                background=config.background,
+                progress=advance,
             )
     finally:
         cache.close()
@@ -136,19 +161,34 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     for name, split in dataset.splits.items():
         mask = result.ok[start : start + len(split)]
         rows = ok_rows[start : start + len(split)][mask]
-        vectors[name] = (result.vectors[rows], np.asarray(split.labels)[mask], [p for p, m in zip(split.paths, mask) if m])
+        vectors[name] = (
+            result.vectors[rows],
+            np.asarray(split.labels)[mask],
+            [p for p, m in zip(split.paths, mask) if m],
+        )
         start += len(split)
     x_train, y_train, _ = vectors["train"]
     missing = [c for i, c in enumerate(dataset.classes) if not np.any(y_train == i)]
     if missing:
-        raise DataError(f"{dataset.root}: no usable training images left for class(es) {missing}; check those folders")
+        raise DataError(
+            f"{dataset.root}: no usable training images left for class(es) {missing}; check those folders"
+        )
     x_val, y_val, _ = vectors.get("val", (None, None, None))
 
     t1 = time.perf_counter()
     head, history = train_head(
-        x_train, y_train, x_val, y_val, len(dataset.classes), dropout=config.dropout, lr=config.lr,
-        epochs=config.epochs, batch_size=config.batch_size, label_smoothing=config.label_smoothing,
-        patience=config.patience, seed=config.seed,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        len(dataset.classes),
+        dropout=config.dropout,
+        lr=config.lr,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        label_smoothing=config.label_smoothing,
+        patience=config.patience,
+        seed=config.seed,
     )
     head_seconds = time.perf_counter() - t1
 
@@ -164,7 +204,9 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     model = assemble(features, head, name=f"imgclf_{backbone.name}")
     if report_split:
         _, y, paths = vectors[report_split]
-        metrics["full_model_check"] = _full_model_check(model, paths[:8], probs_by_split[report_split][:8], size, config.background)
+        metrics["full_model_check"] = _full_model_check(
+            model, paths[:8], probs_by_split[report_split][:8], size, config.background
+        )
     with atomic_path(run_dir / "model.keras") as tmp:
         model.save(tmp)
     write_text(run_dir / "labels.txt", "".join(f"{c}\n" for c in dataset.classes))
@@ -173,7 +215,9 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
         {
             "report_split": report_split,
             "epochs_run": len(history.get("loss", [])),
-            "best_epoch": int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else len(history.get("loss", [])),
+            "best_epoch": int(np.argmin(history["val_loss"])) + 1
+            if history.get("val_loss")
+            else len(history.get("loss", [])),
             "timing_seconds": {
                 "backbone": round(backbone_seconds, 3),
                 "head": round(head_seconds, 3),
@@ -192,15 +236,21 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     if report_split:
         _, y, paths = vectors[report_split]
         probs = probs_by_split[report_split]
-        write_predictions_csv(run_dir / "predictions.csv", paths, y, probs, dataset.classes, root=dataset.root)
-        plot_confusion_matrix(metrics[report_split]["confusion_matrix"], dataset.classes, run_dir / "confusion_matrix.png")
+        write_predictions_csv(
+            run_dir / "predictions.csv", paths, y, probs, dataset.classes, root=dataset.root
+        )
+        plot_confusion_matrix(
+            metrics[report_split]["confusion_matrix"], dataset.classes, run_dir / "confusion_matrix.png"
+        )
         plot_predictions_grid(paths, y, probs, dataset.classes, run_dir / "predictions_grid.png")
     metrics["timing_seconds"]["total"] = round(time.perf_counter() - started, 3)
     write_json(run_dir / "metrics.json", metrics)
     return TrainResult(run_dir, metrics, model, dataset.classes)
 
 
-def _full_model_check(model, paths: list[Path], head_probs: np.ndarray, size: int, background) -> dict[str, Any]:
+def _full_model_check(
+    model, paths: list[Path], head_probs: np.ndarray, size: int, background
+) -> dict[str, Any]:
     """Prove the saved model (image in) computes what was evaluated (embeddings -> head)."""
     from ..data.pipeline import decoded_batches
 
@@ -213,7 +263,9 @@ def _full_model_check(model, paths: list[Path], head_probs: np.ndarray, size: in
     return {"images": len(paths), "max_abs_prob_diff": max_diff, "ok": max_diff < 1e-3}
 
 
-def _config_record(config: TrainConfig, dataset: Dataset, backbone, size: int, errors: dict[str, str]) -> dict[str, Any]:
+def _config_record(
+    config: TrainConfig, dataset: Dataset, backbone, size: int, errors: dict[str, str]
+) -> dict[str, Any]:
     def rel(p: Path) -> str:
         return str(p.relative_to(dataset.root)) if p.is_relative_to(dataset.root) else str(p)
 
@@ -222,13 +274,24 @@ def _config_record(config: TrainConfig, dataset: Dataset, backbone, size: int, e
 
     return {
         "options": config.to_dict(),
-        "backbone": {"name": backbone.name, "input_size": size, "mean": backbone.mean, "std": backbone.std,
-                     "weights": backbone.weight_source, "weights_id": backbones.weights_id(backbone.name)},
+        "backbone": {
+            "name": backbone.name,
+            "input_size": size,
+            "mean": backbone.mean,
+            "std": backbone.std,
+            "weights": backbone.weight_source,
+            "weights_id": backbones.weights_id(backbone.name),
+        },
         "classes": dataset.classes,
-        "dataset": {"root": str(dataset.root.resolve()), "layout": dataset.layout, "fingerprint": dataset.fingerprint(),
-                    "counts": dataset.counts(), "warnings": dataset.warnings},
+        "dataset": {
+            "root": str(dataset.root.resolve()),
+            "layout": dataset.layout,
+            "fingerprint": dataset.fingerprint(),
+            "counts": dataset.counts(),
+            "warnings": dataset.warnings,
+        },
         "skipped_images": [{"path": p, "reason": why} for p, why in errors.items()],
         "splits": {name: split_record(s) for name, s in dataset.splits.items()},
         "versions": library_versions(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

@@ -1,0 +1,72 @@
+"""The embedding cache: content-keyed, reused on a second run, robust to bad files."""
+
+import shutil
+
+import numpy as np
+
+from imgclf.training.embeddings import EmbeddingCache, compute_embeddings
+
+from .conftest import COLORS, make_image
+
+
+class CountingEmbedder:
+    """A stand-in backbone: mean colour per image, counting how many images it saw."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.seen += len(batch)
+        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32)
+
+
+def test_second_run_hits_the_cache(tmp_path, color_folders):
+    paths = sorted(color_folders.rglob("*.png"))
+    cache = EmbeddingCache(tmp_path / "emb.sqlite")
+    embed = CountingEmbedder()
+    first = compute_embeddings(paths, embed, cache, "k", 16, batch_size=4)
+    assert embed.seen == len(paths) and first.computed == len(paths) and first.cached == 0
+    second = compute_embeddings(paths, embed, cache, "k", 16, batch_size=4)
+    assert embed.seen == len(paths)  # nothing new went through the backbone
+    assert second.cached == len(paths) and second.computed == 0
+    np.testing.assert_array_equal(first.vectors, second.vectors)
+
+
+def test_cache_is_keyed_by_content_not_path(tmp_path, color_folders):
+    paths = sorted(color_folders.rglob("*.png"))
+    cache = EmbeddingCache(tmp_path / "emb.sqlite")
+    compute_embeddings(paths, CountingEmbedder(), cache, "k", 16)
+    moved = tmp_path / "moved"
+    shutil.copytree(color_folders, moved)
+    make_image(moved / "red" / "added.png", COLORS["red"], seed=12345)
+    embed = CountingEmbedder()
+    res = compute_embeddings(sorted(moved.rglob("*.png")), embed, cache, "k", 16)
+    assert embed.seen == 1  # only the added image
+    other_key = CountingEmbedder()
+    compute_embeddings(paths, other_key, cache, "other-backbone", 16)
+    assert other_key.seen == len(paths)  # a different backbone key never reuses vectors
+    assert res.vectors.shape == (len(paths) + 1, 3)
+
+
+def test_bad_files_are_reported_not_raised(tmp_path, color_folders):
+    paths = sorted(color_folders.rglob("*.png"))
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.jpg"
+    junk.write_text("<html>not an image</html>")
+    missing = tmp_path / "missing.png"
+    res = compute_embeddings([junk, *paths, empty, missing], CountingEmbedder(), None, "k", 16)
+    assert set(res.errors) == {str(junk), str(empty), str(missing)}
+    assert "0 bytes" in res.errors[str(empty)]
+    assert res.ok.tolist() == [False] + [True] * len(paths) + [False, False]
+    assert res.vectors.shape == (len(paths), 3)
+
+
+def test_duplicate_files_go_through_the_backbone_once(tmp_path):
+    a = make_image(tmp_path / "a.png", COLORS["red"], seed=1)
+    b = tmp_path / "b.png"
+    shutil.copy(a, b)
+    embed = CountingEmbedder()
+    res = compute_embeddings([a, b], embed, None, "k", 16)
+    assert embed.seen == 1 and res.ok.all()
+    np.testing.assert_array_equal(res.vectors[0], res.vectors[1])

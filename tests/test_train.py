@@ -1,0 +1,119 @@
+"""End to end on the bundled sample: accuracy, the run directory, the saved model, the cache."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import imgclf
+from imgclf.fileio import atomic_path
+from imgclf.progress import Reporter
+
+from .conftest import SAMPLE
+
+RUN_FILES = [
+    "model.keras",
+    "labels.txt",
+    "config.json",
+    "metrics.json",
+    "history.csv",
+    "predictions.csv",
+    "training_curves.png",
+    "confusion_matrix.png",
+    "predictions_grid.png",
+]
+
+
+def test_accuracy_on_the_sample_test_split(trained_run):
+    # 10 classes (chance 10%), 32 training images per class after the validation split.
+    assert trained_run.metrics["test"]["n"] == 200
+    assert trained_run.metrics["test"]["accuracy"] >= 0.70
+    assert trained_run.metrics["val"]["accuracy"] >= 0.60
+
+
+def test_run_directory_has_every_file(trained_run):
+    run = trained_run.run_dir
+    for name in RUN_FILES:
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temporary files
+    assert (run / "labels.txt").read_text().split() == trained_run.classes
+    for png in run.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_config_records_options_versions_and_split(trained_run):
+    config = json.loads((trained_run.run_dir / "config.json").read_text())
+    assert config["options"]["model"] == "efficientnet_lite0" and config["options"]["seed"] == 0
+    assert {len(v) for v in config["splits"].values()} == {320, 80, 200}
+    assert config["splits"]["test"][0][0].startswith("test/")
+    assert config["dataset"]["layout"] == "presplit" and len(config["dataset"]["fingerprint"]) == 16
+    assert config["versions"]["tensorflow"].startswith("2.")
+    assert config["skipped_images"] == []
+
+
+def test_metrics_are_consistent(trained_run):
+    m = json.loads((trained_run.run_dir / "metrics.json").read_text())
+    cm = np.array(m["test"]["confusion_matrix"])
+    assert cm.sum() == 200 and np.trace(cm) / 200 == pytest.approx(m["test"]["accuracy"])
+    assert m["test"]["top3_accuracy"] >= m["test"]["accuracy"]
+    assert sum(c["support"] for c in m["test"]["per_class"].values()) == 200
+    assert m["full_model_check"]["ok"]
+    rows = list(csv.reader((trained_run.run_dir / "history.csv").open()))
+    assert rows[0][:1] == ["epoch"] and len(rows) - 1 == m["epochs_run"]
+
+
+def test_saved_model_reproduces_predictions_csv(trained_run):
+    with (trained_run.run_dir / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 200 and list(rows[0])[:3] == ["path", "true_label", "predicted_label"]
+    clf = imgclf.load(trained_run.run_dir)
+    picked = rows[::40]
+    probs, errors = clf.predict_proba([SAMPLE / r["path"] for r in picked])
+    assert not errors
+    expected = np.array([[float(r[c]) for c in clf.labels] for r in picked])
+    np.testing.assert_allclose(probs, expected, atol=1e-4)
+    assert [clf.labels[i] for i in probs.argmax(1)] == [r["predicted_label"] for r in picked]
+
+
+def test_second_run_reuses_embeddings_and_reproduces(trained_run, tmp_path):
+    again = imgclf.train(SAMPLE, out=str(tmp_path / "again"), reporter=Reporter(quiet=True))
+    assert again.metrics["images_embedded"] == 0
+    assert again.metrics["images_from_cache"] == 600
+    assert again.metrics["test"]["accuracy"] == pytest.approx(
+        trained_run.metrics["test"]["accuracy"], abs=0.005
+    )
+
+
+def test_corrupt_images_are_skipped_and_listed(sample_copy, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sample_copy / "train", data)
+    (data / "bag" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (data / "coat" / "empty.jpg").write_bytes(b"")
+    result = imgclf.train(data, out=str(tmp_path / "run"), epochs=3, reporter=Reporter(quiet=True))
+    skipped = json.loads((result.run_dir / "config.json").read_text())["skipped_images"]
+    assert sorted(s["path"].split("/")[-1] for s in skipped) == ["broken.png", "empty.jpg"]
+    assert (result.run_dir / "model.keras").exists()
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "model.keras"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_predict_arrays_and_files_agree(trained_run):
+    from PIL import Image
+
+    clf = imgclf.load(trained_run.run_dir)
+    path = next((SAMPLE / "test" / "bag").glob("*.png"))
+    from_file = clf.predict([path], top_k=2)[0]["predictions"]
+    from_array = clf.predict([np.asarray(Image.open(path).convert("RGB"))], top_k=2)[0]["predictions"]
+    assert [p["label"] for p in from_file] == [p["label"] for p in from_array]
+    assert from_file[0]["score"] == pytest.approx(from_array[0]["score"], abs=1e-5)
