@@ -128,3 +128,15 @@ def test_train_cli_prints_accuracy_and_paths(capsys, tmp_path):
     assert main(["--quiet", "train", str(SAMPLE / "train"), "--out", str(out), "--epochs", "5"]) == 0
     printed = capsys.readouterr().out
     assert "val accuracy: " in printed and str(out / "model.keras") in printed
+
+
+@pytest.mark.parametrize("text,rgb", [("white", (255, 255, 255)), ("#ff8000", (255, 128, 0)), ("0, 10,20", (0, 10, 20))])
+def test_background_colours(text, rgb):
+    from imgclf.data.decode import parse_color
+
+    assert parse_color(text) == rgb
+
+
+def test_bad_background_is_exit_2(capsys):
+    assert main(["train", str(SAMPLE), "--background", "plaid"]) == 2
+    assert "--background plaid" in capsys.readouterr().err

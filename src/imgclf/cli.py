@@ -74,12 +74,25 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<data>-<time>)."
 )
+@click.option(
+    "--background",
+    default="white",
+    show_default=True,
+    help="Colour transparent pixels are composited onto: white, black, gray, #RRGGBB or R,G,B.",
+)
 @click.pass_context
-def train(ctx: click.Context, data: Path, out: Path | None, **options) -> None:
+def train(ctx: click.Context, data: Path, out: Path | None, background: str, **options) -> None:
     """Train on DATA (one subfolder per class, or train/ val/ test/) and write a run directory."""
+    from .data.decode import parse_color
     from .training.run import train as run_train
 
-    result = run_train(data, out=str(out) if out else None, reporter=_reporter(ctx), **options)
+    result = run_train(
+        data,
+        out=str(out) if out else None,
+        background=parse_color(background),
+        reporter=_reporter(ctx),
+        **options,
+    )
     m = result.metrics
     lines = []
     for split in ("val", "test"):

@@ -22,6 +22,40 @@ WHITE = (255, 255, 255)
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
+_NAMED_COLORS = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
+}
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """``"white"``, ``"#10a0ff"`` or ``"16,160,255"`` -> an RGB tuple; ``UsageError`` otherwise.
+
+    Example
+    -------
+    >>> parse_color("#ff8000")
+    (255, 128, 0)
+    """
+    from ..errors import UsageError
+
+    t = text.strip().lower()
+    if t in _NAMED_COLORS:
+        return _NAMED_COLORS[t]
+    try:
+        rgb = (
+            tuple(int(t[i : i + 2], 16) for i in (1, 3, 5))
+            if t.startswith("#") and len(t) == 7
+            else tuple(int(v) for v in t.split(","))
+        )
+        if len(rgb) == 3 and all(0 <= v <= 255 for v in rgb):
+            return rgb  # type: ignore[return-value]
+    except ValueError:
+        pass
+    raise UsageError(f"--background {text}: use white, black, gray, #RRGGBB or R,G,B with values 0-255")
+
+
 class DecodeError(ValueError):
     """An image that cannot be used; the message says why in a few words."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,14 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             raise UsageError(f"{p}: no such file or folder")
     return out
+
+
+def _trained_background(folder: Path) -> tuple[int, int, int]:
+    """The background colour the model was trained with (from a run's config.json), else white."""
+    try:
+        return tuple(json.loads((folder / "config.json").read_text())["options"]["background"])  # type: ignore[return-value]
+    except (OSError, ValueError, KeyError, TypeError):
+        return WHITE
 
 
 class Classifier:
@@ -89,7 +98,7 @@ class Classifier:
             raise ModelError(
                 f"{model_file}: cannot load model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
             ) from None
-        return cls(model, _read_labels(labels_file), model_file)
+        return cls(model, _read_labels(labels_file), model_file, _trained_background(model_file.parent))
 
     def predict_proba(
         self, images: Sequence[str | Path | np.ndarray], batch_size: int = 32

@@ -72,7 +72,9 @@ def train_head(
 
     has_val = x_val is not None and len(x_val) > 0
     callbacks = (
-        [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)] if has_val else []
+        [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)]
+        if has_val
+        else []
     )
     history = head.fit(
         batches(x_train, y_train, shuffle=True),

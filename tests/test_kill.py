@@ -1,0 +1,26 @@
+"""A run killed while saving its model leaves no model.keras behind (atomic writes)."""
+
+import subprocess
+import sys
+
+from .conftest import SAMPLE
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+import keras
+def save_then_die(self, path, *args, **kwargs):
+    with open(path, "wb") as f:
+        f.write(b"PK half a zip")  # what a killed writer leaves: the start of a file
+    os.kill(os.getpid(), signal.SIGKILL)
+keras.Model.save = save_then_die
+import imgclf
+from imgclf.progress import Reporter
+imgclf.train(sys.argv[1], out=sys.argv[2], epochs=2, reporter=Reporter(quiet=True))
+"""
+
+
+def test_sigkill_while_saving_leaves_no_model(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(SAMPLE / "train"), str(run)], timeout=600)
+    assert proc.returncode == -9
+    assert run.is_dir() and not (run / "model.keras").exists()
