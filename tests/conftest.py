@@ -70,3 +70,17 @@ def sample_copy(tmp_path_factory) -> Path:
     dst = tmp_path_factory.mktemp("sample") / "fashion-mini"
     shutil.copytree(SAMPLE, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run):
+    """The sample run exported to all four .tflite precisions and a SavedModel."""
+    from imgclf.export.run import ExportConfig, export_run
+    from imgclf.progress import Reporter
+
+    out = trained_run.run_dir / "export"
+    report = export_run(
+        ExportConfig(run=str(trained_run.run_dir), formats=["tflite", "savedmodel"], latency_runs=5),
+        reporter=Reporter(quiet=True),
+    )
+    return out, report

@@ -45,7 +45,7 @@ def test_debug_shows_the_traceback():
         (["train", str(SAMPLE), "--model", "resnet9000"], "unknown backbone 'resnet9000'"),
         (["train", str(SAMPLE), "--epochs", "0"], "--epochs 0"),
         (["train", str(SAMPLE), "--epochs", "many"], "'many' is not a valid integer"),
-        (["predict", "/no/model", str(SAMPLE)], "no model found"),
+        (["predict", "/no/model", str(SAMPLE)], "no such model"),
         (["predict", str(SAMPLE), "/no/such/image.png"], "no such file"),
     ],
     ids=["val-split", "model", "epochs-zero", "epochs-text", "no-model", "no-image"],
@@ -130,7 +130,9 @@ def test_train_cli_prints_accuracy_and_paths(capsys, tmp_path):
     assert "val accuracy: " in printed and str(out / "model.keras") in printed
 
 
-@pytest.mark.parametrize("text,rgb", [("white", (255, 255, 255)), ("#ff8000", (255, 128, 0)), ("0, 10,20", (0, 10, 20))])
+@pytest.mark.parametrize(
+    "text,rgb", [("white", (255, 255, 255)), ("#ff8000", (255, 128, 0)), ("0, 10,20", (0, 10, 20))]
+)
 def test_background_colours(text, rgb):
     from imgclf.data.decode import parse_color
 

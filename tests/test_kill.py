@@ -21,6 +21,8 @@ imgclf.train(sys.argv[1], out=sys.argv[2], epochs=2, reporter=Reporter(quiet=Tru
 
 def test_sigkill_while_saving_leaves_no_model(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(SAMPLE / "train"), str(run)], timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_SAVE, str(SAMPLE / "train"), str(run)], timeout=600
+    )
     assert proc.returncode == -9
     assert run.is_dir() and not (run / "model.keras").exists()

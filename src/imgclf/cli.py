@@ -22,6 +22,13 @@ def _reporter(ctx: click.Context):
     return Reporter(quiet=ctx.obj.get("quiet", False))
 
 
+def _csv_list(value: str, option: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise UsageError(f"{option}: give at least one value")
+    return items
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
@@ -30,6 +37,9 @@ def _reporter(ctx: click.Context):
 def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """imgclf: a folder of images, one subfolder per class -> a small accurate classifier."""
     ctx.obj = {"debug": debug, "quiet": quiet}
+
+
+# --- train -------------------------------------------------------------------------------
 
 
 @cli.command()
@@ -42,7 +52,7 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     type=int,
     default=100,
     show_default=True,
-    help="Upper bound on head epochs (early stopping ends sooner).",
+    help="Most head epochs (early stopping ends sooner).",
 )
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
@@ -53,21 +63,13 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     type=int,
     default=10,
     show_default=True,
-    help="Epochs without val-loss improvement before stopping.",
+    help="Epochs without val-loss gain before stopping.",
 )
 @click.option(
-    "--val-split",
-    type=float,
-    default=0.2,
-    show_default=True,
-    help="Fraction of each class held out for validation.",
+    "--val-split", type=float, default=0.2, show_default=True, help="Fraction of each class for validation."
 )
 @click.option(
-    "--test-split",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Fraction of each class held out for testing.",
+    "--test-split", type=float, default=0.0, show_default=True, help="Fraction of each class for testing."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--input-size", type=int, default=None, help="Input size in pixels (default: the backbone's).")
@@ -80,30 +82,60 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     show_default=True,
     help="Colour transparent pixels are composited onto: white, black, gray, #RRGGBB or R,G,B.",
 )
+@click.option(
+    "--export", "do_export", is_flag=True, help="Export .tflite in all four precisions, with a parity report."
+)
 @click.pass_context
-def train(ctx: click.Context, data: Path, out: Path | None, background: str, **options) -> None:
+def train(
+    ctx: click.Context, data: Path, out: Path | None, background: str, do_export: bool, **options
+) -> None:
     """Train on DATA (one subfolder per class, or train/ val/ test/) and write a run directory."""
     from .data.decode import parse_color
     from .training.run import train as run_train
 
+    rgb = parse_color(background)
     result = run_train(
-        data,
-        out=str(out) if out else None,
-        background=parse_color(background),
-        reporter=_reporter(ctx),
-        **options,
+        data, out=str(out) if out else None, background=rgb, reporter=_reporter(ctx), **options
     )
     m = result.metrics
-    lines = []
-    for split in ("val", "test"):
-        if split in m:
-            lines.append(f"{split} accuracy: {m[split]['accuracy']:.3f} ({m[split]['n']} images)")
+    lines = [f"{s} accuracy: {m[s]['accuracy']:.3f} ({m[s]['n']} images)" for s in ("val", "test") if s in m]
     lines.append(f"run: {result.run_dir}")
     lines.append(f"model: {result.run_dir / 'model.keras'}")
     lines.append(
         f"plots: {result.run_dir / 'confusion_matrix.png'}, {result.run_dir / 'predictions_grid.png'}"
     )
     click.echo("\n".join(lines))
+    if do_export:
+        from .export.run import ExportConfig
+
+        _export_and_print(ExportConfig(run=str(result.run_dir)), ctx)
+
+
+# --- evaluate / predict / benchmark: any model format ------------------------------------
+
+
+def _model_options(f):
+    """--labels, --input-mean/--input-std (for .tflite files without metadata) and --threads."""
+    f = click.option("--threads", type=int, default=None, help="LiteRT threads (default: all cores).")(f)
+    f = click.option(
+        "--input-std", type=float, default=None, help=".tflite without metadata: (pixel - mean) / std."
+    )(f)
+    f = click.option(
+        "--input-mean", type=float, default=None, help=".tflite without metadata: see --input-std."
+    )(f)
+    return click.option(
+        "--labels", type=click.Path(path_type=Path), default=None, help="Labels file, one per line."
+    )(f)
+
+
+def _load(
+    model: Path, labels: Path | None, input_mean: float | None, input_std: float | None, threads: int | None
+):
+    from .inference.predictor import load
+
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads {threads}: must be >= 1")
+    return load(model, labels=labels, input_mean=input_mean, input_std=input_std, threads=threads)
 
 
 @cli.command()
@@ -116,11 +148,10 @@ def train(ctx: click.Context, data: Path, out: Path | None, background: str, **o
     help="Where to write metrics and plots (default MODEL_DIR/eval-<data>).",
 )
 @click.option("--batch-size", type=int, default=32, show_default=True)
-def evaluate(model: Path, data: Path, out: Path | None, batch_size: int) -> None:
-    """Evaluate a run or model on another labelled DATA folder: metrics and plots."""
-    from .inference.predictor import load
-
-    clf = load(model)
+@_model_options
+def evaluate(model: Path, data: Path, out: Path | None, batch_size: int, **load_options) -> None:
+    """Evaluate a run or model (.keras, .tflite, SavedModel) on a labelled DATA folder: metrics and plots."""
+    clf = _load(model, **load_options)
     out = out or (clf.source.parent / f"eval-{data.resolve().name}")
     metrics = clf.evaluate(data, out=out, batch_size=batch_size)
     topk = next((k for k in metrics if k.startswith("top") and k.endswith("_accuracy")), None)
@@ -139,14 +170,17 @@ def evaluate(model: Path, data: Path, out: Path | None, batch_size: int) -> None
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
 @click.option("--batch-size", type=int, default=32, show_default=True)
-def predict(model: Path, paths: tuple[Path, ...], top_k: int, fmt: str, batch_size: int) -> None:
-    """Top-k labels for image files or folders of images."""
-    from .inference.predictor import expand_inputs, load
+@_model_options
+def predict(
+    model: Path, paths: tuple[Path, ...], top_k: int, fmt: str, batch_size: int, **load_options
+) -> None:
+    """Top-k labels for image files or folders of images (.keras, .tflite, SavedModel or a run)."""
+    from .inference.predictor import expand_inputs
 
     files = expand_inputs(paths)
     if not files:
         raise UsageError(f"no image files found in {', '.join(map(str, paths))}")
-    clf = load(model)
+    clf = _load(model, **load_options)
     results = clf.predict(files, top_k=top_k, batch_size=batch_size)
     if fmt == "json":
         click.echo(json.dumps(results, indent=2, ensure_ascii=False))
@@ -170,10 +204,108 @@ def predict(model: Path, paths: tuple[Path, ...], top_k: int, fmt: str, batch_si
             if "error" in r:
                 cells = [f"[red]error: {r['error']}[/red]"]
             table.add_row(r["path"], *cells)
-        Console(highlight=False).print(table)
+        Console(highlight=False, width=None if sys.stdout.isatty() else 140).print(table)
     if any("error" in r for r in results):
         n = sum("error" in r for r in results)
         click.echo(f"{n} of {len(results)} file(s) could not be read", err=True)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--runs", type=int, default=100, show_default=True, help="Timed runs after warm-up.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Images per call.")
+@_model_options
+def benchmark(model: Path, runs: int, batch: int, **load_options) -> None:
+    """Latency (p50/p90) and throughput of a model on random images (decoding excluded)."""
+    from .inference.benchmark import benchmark as run_benchmark
+
+    for option, value in (("--runs", runs), ("--batch", batch)):
+        if value < 1:
+            raise UsageError(f"{option} {value}: must be >= 1")
+    result = run_benchmark(_load(model, **load_options), runs=runs, batch=batch)
+    for key, value in result.items():
+        click.echo(f"{key}: {value}")
+
+
+# --- export ------------------------------------------------------------------------------
+
+
+def _export_and_print(config, ctx: click.Context) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .export.run import export_run, report_rows
+
+    report = export_run(config, reporter=_reporter(ctx))
+    out = Path(config.out) if config.out else Path(config.run) / "export"
+    header, *rows = report_rows(report)
+    table = Table(*header, title="parity with the Keras model (latency at batch 1)")
+    for row in rows:
+        table.add_row(*row)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 140).print(table)
+    for warning in report["warnings"]:
+        click.secho(f"WARNING: {warning}", fg="red", bold=True, err=True)
+    click.echo(f"exported to {out} (report: {out / 'report.md'})")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option(
+    "--format", "formats", default="tflite", show_default=True, help="Comma-separated: tflite,savedmodel."
+)
+@click.option(
+    "--quantize",
+    default="float32,dynamic,float16,int8",
+    show_default=True,
+    help="Comma-separated precisions.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Export folder (default RUN/export)."
+)
+@click.option(
+    "--calibration-images",
+    type=int,
+    default=200,
+    show_default=True,
+    help="int8: training images to calibrate.",
+)
+@click.option(
+    "--io-type", default="uint8", show_default=True, help="int8 model input/output: uint8, int8 or float32."
+)
+@click.option("--threads", type=int, default=None, help="LiteRT threads for the parity and latency runs.")
+@click.option(
+    "--runs", type=int, default=50, show_default=True, help="Latency runs per variant (after warm-up)."
+)
+@click.option("--name", default=None, help="Metadata: model name.")
+@click.option("--description", default=None, help="Metadata: model description.")
+@click.option("--model-version", "version", default="1", show_default=True, help="Metadata: model version.")
+@click.option("--author", default="", help="Metadata: author.")
+@click.option("--license", "license_", default="", help="Metadata: licence.")
+@click.pass_context
+def export(
+    ctx: click.Context,
+    run: Path,
+    formats: str,
+    quantize: str,
+    out: Path | None,
+    license_: str,
+    runs: int,
+    **options,
+) -> None:
+    """Export a run to .tflite (float32, dynamic, float16, int8; labels and normalization inside)
+    and/or SavedModel, with a parity report against the Keras model."""
+    from .export.run import ExportConfig
+
+    config = ExportConfig(
+        run=str(run),
+        formats=_csv_list(formats, "--format"),
+        quantize=_csv_list(quantize, "--quantize"),
+        out=str(out) if out else None,
+        license=license_,
+        latency_runs=runs,
+        **options,
+    )
+    _export_and_print(config.validate(), ctx)
 
 
 @cli.command()

@@ -1,4 +1,4 @@
-"""One ``Classifier`` for a trained model: load it, predict files or arrays, evaluate a folder."""
+"""One ``Classifier`` for every format: run directories, ``.keras``, SavedModel and ``.tflite``."""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ from ..data.pipeline import decoded_batches
 from ..errors import ModelError, UsageError
 from ..evaluation.metrics import compute_metrics, write_predictions_csv
 from ..fileio import write_json
+from .backends import KerasBackend, LiteRTBackend, Normalization, SavedModelBackend
 
 
 def _read_labels(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise UsageError(f"--labels {path}: cannot read ({exc.strerror or exc})") from None
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -43,17 +47,20 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 def _trained_background(folder: Path) -> tuple[int, int, int]:
     """The background colour the model was trained with (from a run's config.json), else white."""
-    try:
-        return tuple(json.loads((folder / "config.json").read_text())["options"]["background"])  # type: ignore[return-value]
-    except (OSError, ValueError, KeyError, TypeError):
-        return WHITE
+    for candidate in (folder / "config.json", folder.parent / "config.json"):
+        try:
+            return tuple(json.loads(candidate.read_text())["options"]["background"])  # type: ignore[return-value]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return WHITE
 
 
 class Classifier:
     """A trained image classifier: RGB image in, class probabilities out.
 
-    Load with ``imgclf.load(path)`` where ``path`` is a run directory or a ``.keras`` file
-    with ``labels.txt`` beside it.
+    Load with ``imgclf.load(path)``: a run directory, a ``.keras`` file or SavedModel
+    directory (labels from ``labels.txt`` beside it), or a ``.tflite`` file (labels and
+    normalization from its metadata, or given).
 
     Example
     -------
@@ -62,43 +69,102 @@ class Classifier:
     [{'path': 'shoe.jpg', 'predictions': [{'label': 'sneaker', 'score': 0.93}, ...]}]
     """
 
-    def __init__(self, model: Any, labels: list[str], source: Path, background: tuple[int, int, int] = WHITE):
-        self.model = model
+    def __init__(
+        self, backend: Any, labels: list[str], source: Path, background: tuple[int, int, int] = WHITE
+    ):
+        self.backend = backend
         self.labels = list(labels)
         self.source = source
         self.background = background
-        self.input_size = int(model.input_shape[1])
-        outputs = int(model.output_shape[-1])
-        if outputs != len(self.labels):
+        self.input_size = backend.input_size
+        if backend.num_outputs != len(self.labels):
             raise ModelError(
-                f"{source}: model has {outputs} outputs but labels.txt lists {len(self.labels)} labels"
+                f"{source}: model has {backend.num_outputs} outputs but {len(self.labels)} labels were given; "
+                "pass a labels file with one label per output, in order"
             )
+
+    @property
+    def format(self) -> str:
+        return {KerasBackend: "keras", SavedModelBackend: "savedmodel", LiteRTBackend: "tflite"}[
+            type(self.backend)
+        ]
 
     @classmethod
-    def load(cls, path: str | Path) -> Classifier:
-        """Load a run directory or a ``.keras`` file (labels from ``labels.txt`` beside it)."""
+    def load(
+        cls,
+        path: str | Path,
+        labels: str | Path | None = None,
+        input_mean: float | None = None,
+        input_std: float | None = None,
+        threads: int | None = None,
+    ) -> Classifier:
+        """Load any supported model; ``labels``/``input_mean``/``input_std`` override what the file says."""
         path = Path(path)
-        model_file = path / "model.keras" if path.is_dir() else path
-        if not model_file.exists():
+        if not path.exists():
             raise ModelError(
-                f"{path}: no model found; pass a run directory (with model.keras) or a .keras file"
+                f"{path}: no such model; pass a run directory, a .keras or .tflite file, or a SavedModel folder"
             )
-        if model_file.suffix != ".keras":
-            raise ModelError(f"{model_file}: unsupported model format; use a .keras file or a run directory")
-        labels_file = model_file.parent / "labels.txt"
-        if not labels_file.exists():
+        if path.is_dir() and (path / "model.keras").exists():
+            path = path / "model.keras"
+        labels_list = _read_labels(Path(labels)) if labels else None
+        if path.suffix == ".tflite":
+            return cls._load_tflite(path, labels_list, input_mean, input_std, threads)
+        if input_mean is not None or input_std is not None:
+            raise UsageError(
+                "--input-mean/--input-std apply to .tflite models only (other formats normalize inside)"
+            )
+        if path.is_dir() and (path / "saved_model.pb").exists():
+            backend: Any = SavedModelBackend(path)
+        elif path.is_file() and path.suffix == ".keras":
+            backend = KerasBackend(path)
+        else:
             raise ModelError(
-                f"{model_file}: no labels.txt beside it; put one label per line, in output order"
+                f"{path}: unsupported model; use a run directory, .keras, .tflite or a SavedModel folder"
             )
-        from .._keras import keras
+        if labels_list is None:
+            labels_file = path / "labels.txt" if path.is_dir() else path.parent / "labels.txt"
+            if not labels_file.exists():
+                raise ModelError(
+                    f"{path}: no labels.txt beside it; pass --labels FILE (one label per line, in output order)"
+                )
+            labels_list = _read_labels(labels_file)
+        return cls(backend, labels_list, path, _trained_background(path if path.is_dir() else path.parent))
 
+    @classmethod
+    def _load_tflite(cls, path, labels, mean, std, threads) -> Classifier:
+        from ..export.metadata import read_metadata
+
+        data = path.read_bytes()
         try:
-            model = keras.saving.load_model(model_file, compile=False)
-        except Exception as exc:  # Keras raises many types for a bad file; the user needs one line
-            raise ModelError(
-                f"{model_file}: cannot load model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-            ) from None
-        return cls(model, _read_labels(labels_file), model_file, _trained_background(model_file.parent))
+            info = read_metadata(data)
+        except Exception:  # not a flatbuffer we can parse: LiteRT gives the better message below
+            info = None
+        norm = Normalization(info.mean, info.std) if info else Normalization()
+        if mean is not None:
+            norm.mean = mean
+        if std is not None:
+            if std <= 0:
+                raise UsageError(f"--input-std {std}: must be > 0")
+            norm.std = std
+        backend = LiteRTBackend(data, path, norm, threads)
+        if labels is None:
+            labels = info.labels if info and info.labels else None
+        if labels is None:
+            beside = path.parent / "labels.txt"
+            if not beside.exists():
+                raise ModelError(
+                    f"{path}: has no label metadata and no labels.txt beside it; pass --labels FILE"
+                )
+            labels = _read_labels(beside)
+        if info is None and mean is None and std is None and backend.input_dtype.kind == "f":
+            # A float model without metadata: we cannot know its input range. Say what we assume.
+            import warnings
+
+            warnings.warn(
+                f"{path}: no normalization metadata; assuming raw 0..255 pixels (set --input-mean/--input-std)",
+                stacklevel=2,
+            )
+        return cls(backend, labels, path, _trained_background(path.parent))
 
     def predict_proba(
         self, images: Sequence[str | Path | np.ndarray], batch_size: int = 32
@@ -114,7 +180,7 @@ class Classifier:
         for batch in decoded_batches(sources, self.input_size, batch_size, self.background):
             errors.update(batch.errors)
             if batch.indices:
-                probs[batch.indices] = self.model.predict_on_batch(batch.images)
+                probs[batch.indices] = self.backend(batch.images)
         return probs, errors
 
     def predict(
@@ -177,13 +243,16 @@ class Classifier:
         return metrics
 
 
-def load(path: str | Path) -> Classifier:
-    """Load a trained classifier from a run directory or a ``.keras`` file.
+def load(path: str | Path, **options: Any) -> Classifier:
+    """Load a trained classifier: run directory, ``.keras``, ``.tflite`` or SavedModel folder.
+
+    Options: ``labels`` (file), ``input_mean``/``input_std`` (``.tflite`` without metadata),
+    ``threads`` (LiteRT).
 
     Example
     -------
-    >>> clf = load("runs/demo")  # doctest: +SKIP
+    >>> clf = load("runs/demo/export/model_int8.tflite")  # doctest: +SKIP
     >>> clf.labels[:2]  # doctest: +SKIP
     ['ankle_boot', 'bag']
     """
-    return Classifier.load(path)
+    return Classifier.load(path, **options)

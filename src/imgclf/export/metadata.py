@@ -1,0 +1,192 @@
+"""TFLite Metadata: labels, normalization and descriptions inside the ``.tflite`` file.
+
+This is the format MediaPipe Tasks ``ImageClassifier`` and the TFLite Task Library read.
+The maintained writer (``mediapipe.tasks.python.metadata``) cannot be imported from the
+current mediapipe wheel (it needs a compiled module the wheel no longer ships, used only to
+compute the minimum parser version), and ``tflite-support`` is unmaintained. So the
+metadata is built here with the schema classes mediapipe *does* ship
+(``metadata_schema_py_generated``, ``schema_py_generated``) and the ``flatbuffers`` runtime,
+the same way the official populator does it: the metadata flatbuffer goes into a model
+buffer named ``TFLITE_METADATA``, and associated files (labels) are appended to the model
+as a zip archive.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass, field
+
+import flatbuffers
+from mediapipe.tasks.metadata import metadata_schema_py_generated as _md
+from mediapipe.tasks.metadata import schema_py_generated as _tfl
+
+METADATA_NAME = "TFLITE_METADATA"
+LABELS_FILE = "labels.txt"
+# We write only fields of metadata schema 1.0.0 (image properties, normalization, a
+# TENSOR_AXIS_LABELS file without version): per mediapipe's metadata_version.cc rules,
+# the minimum parser version is then 1.0.0, the most widely readable.
+MIN_PARSER_VERSION = "1.0.0"
+
+
+@dataclass
+class ModelInfo:
+    """What the metadata says about a classifier."""
+
+    labels: list[str]
+    mean: float = 0.0  # input normalization: (pixel - mean) / std; our models take raw 0..255 pixels
+    std: float = 1.0
+    name: str = "imgclf image classifier"
+    description: str = "Classifies an RGB image into one of the labels."
+    version: str = "1"
+    author: str = ""
+    license: str = ""
+    input_size: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _metadata_buffer(info: ModelInfo, input_is_uint8: bool) -> bytes:
+    image = _md.TensorMetadataT()
+    image.name = "image"
+    image.description = f"RGB image, {info.input_size or '?'}x{info.input_size or '?'}, pixels 0..255."
+    image.content = _md.ContentT()
+    image.content.contentPropertiesType = _md.ContentProperties.ImageProperties
+    image.content.contentProperties = _md.ImagePropertiesT()
+    image.content.contentProperties.colorSpace = _md.ColorSpaceType.RGB
+    norm = _md.ProcessUnitT()
+    norm.optionsType = _md.ProcessUnitOptions.NormalizationOptions
+    norm.options = _md.NormalizationOptionsT()
+    norm.options.mean = [float(info.mean)]
+    norm.options.std = [float(info.std)]
+    image.processUnits = [norm]
+    image.stats = _md.StatsT()
+    if input_is_uint8:
+        image.stats.min, image.stats.max = [0.0], [255.0]
+    else:
+        image.stats.min = [(0.0 - info.mean) / info.std]
+        image.stats.max = [(255.0 - info.mean) / info.std]
+
+    scores = _md.TensorMetadataT()
+    scores.name = "probability"
+    scores.description = "Probability of each label (softmax)."
+    scores.content = _md.ContentT()
+    scores.content.contentPropertiesType = _md.ContentProperties.FeatureProperties
+    scores.content.contentProperties = _md.FeaturePropertiesT()
+    scores.stats = _md.StatsT()
+    scores.stats.min, scores.stats.max = [0.0], [1.0]
+    labels = _md.AssociatedFileT()
+    labels.name = LABELS_FILE
+    labels.description = "Labels for the categories the model can recognize."
+    labels.type = _md.AssociatedFileType.TENSOR_AXIS_LABELS
+    scores.associatedFiles = [labels]
+
+    subgraph = _md.SubGraphMetadataT()
+    subgraph.inputTensorMetadata = [image]
+    subgraph.outputTensorMetadata = [scores]
+    model = _md.ModelMetadataT()
+    model.name = info.name
+    model.description = info.description
+    model.version = info.version
+    model.author = info.author or None
+    model.license = info.license or None
+    model.subgraphMetadata = [subgraph]
+    model.minParserVersion = MIN_PARSER_VERSION
+    b = flatbuffers.Builder(0)
+    b.Finish(model.Pack(b), b"M001")
+    return bytes(b.Output())
+
+
+def _strip_zip(model_bytes: bytes) -> bytes:
+    """The flatbuffer part of a model that may already carry appended associated files."""
+    model = _tfl.Model.GetRootAs(model_bytes, 0)
+    end = 0
+    for i in range(model.BuffersLength()):
+        buf = model.Buffers(i)
+        if buf.Offset() and buf.Size():  # large models keep buffers after the flatbuffer
+            end = max(end, buf.Offset() + buf.Size())
+    if end:
+        return model_bytes[:end]
+    if zipfile.is_zipfile(io.BytesIO(model_bytes)):
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as zf:
+            first = min((zi.header_offset for zi in zf.infolist()), default=len(model_bytes))
+        return model_bytes[:first]
+    return model_bytes
+
+
+def add_metadata(model_bytes: bytes, info: ModelInfo) -> bytes:
+    """Return ``model_bytes`` with classifier metadata and the labels file packed in.
+
+    Example
+    -------
+    >>> data = add_metadata(open("model.tflite", "rb").read(), ModelInfo(labels=["cat", "dog"]))  # doctest: +SKIP
+    """
+    model = _tfl.ModelT.InitFromObj(_tfl.Model.GetRootAs(_strip_zip(model_bytes), 0))
+    input_type = model.subgraphs[0].tensors[model.subgraphs[0].inputs[0]].type
+    buffer = _tfl.BufferT()
+    buffer.data = list(_metadata_buffer(info, input_type == _tfl.TensorType.UINT8))
+    model.metadata = [m for m in (model.metadata or []) if m.name.decode() != METADATA_NAME]
+    model.buffers.append(buffer)
+    entry = _tfl.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    b = flatbuffers.Builder(0)
+    b.Finish(model.Pack(b), b"TFL3")
+    out = io.BytesIO(bytes(b.Output()))
+    out.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(out, "a") as zf:  # appended zip: the model stays a valid flatbuffer
+        zf.writestr(LABELS_FILE, "".join(f"{label}\n" for label in info.labels))
+    return out.getvalue()
+
+
+def read_metadata(model_bytes: bytes) -> ModelInfo | None:
+    """Labels, normalization and descriptions from a ``.tflite``; ``None`` if it has no metadata.
+
+    Example
+    -------
+    >>> read_metadata(open("model_int8.tflite", "rb").read()).labels[:2]  # doctest: +SKIP
+    ['ankle_boot', 'bag']
+    """
+    model = _tfl.Model.GetRootAs(model_bytes, 0)
+    buffer_index = None
+    for i in range(model.MetadataLength()):
+        if model.Metadata(i).Name().decode() == METADATA_NAME:
+            buffer_index = model.Metadata(i).Buffer()
+    if buffer_index is None:
+        return None
+    buf = model.Buffers(buffer_index)
+    raw = (
+        bytes(model_bytes[buf.Offset() : buf.Offset() + buf.Size()])
+        if buf.Offset()
+        else buf.DataAsNumpy().tobytes()
+    )
+    meta = _md.ModelMetadataT.InitFromObj(_md.ModelMetadata.GetRootAs(raw, 0))
+    info = ModelInfo(
+        labels=[],
+        name=_text(meta.name),
+        description=_text(meta.description),
+        version=_text(meta.version),
+        author=_text(meta.author),
+        license=_text(meta.license),
+    )
+    subgraph = (meta.subgraphMetadata or [None])[0]
+    if subgraph and subgraph.inputTensorMetadata:
+        for unit in subgraph.inputTensorMetadata[0].processUnits or []:
+            if unit.optionsType == _md.ProcessUnitOptions.NormalizationOptions:
+                info.mean, info.std = float(unit.options.mean[0]), float(unit.options.std[0])
+    label_file = None
+    if subgraph and subgraph.outputTensorMetadata:
+        for f in subgraph.outputTensorMetadata[0].associatedFiles or []:
+            if f.type == _md.AssociatedFileType.TENSOR_AXIS_LABELS:
+                label_file = _text(f.name)
+    if label_file and zipfile.is_zipfile(io.BytesIO(model_bytes)):
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as zf:
+            if label_file in zf.namelist():
+                info.labels = [
+                    s.strip() for s in zf.read(label_file).decode("utf-8").splitlines() if s.strip()
+                ]
+    return info
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else (value or "")
