@@ -28,6 +28,7 @@ lint: setup
 bench: setup
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/export_speed.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

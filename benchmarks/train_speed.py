@@ -145,7 +145,9 @@ def markdown(rows: list[dict], head: dict | None, when: str) -> str:
         )
     for r in rows:
         images = r["cold"]["images_embedded"]
-        lines.append(f"- {images} images: peak RSS {r['cold']['peak_rss_gib']} GiB cold (target < 3 GB at 10,000 images).")
+        lines.append(
+            f"- {images} images: peak RSS {r['cold']['peak_rss_gib']} GiB cold (target < 3 GB at 10,000 images)."
+        )
     if head:
         lines.append(
             f"- Head alone, {head['images']} cached embeddings, {head['epochs']} epochs: {head['seconds']} s (target < 10 s)."

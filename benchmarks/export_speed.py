@@ -1,0 +1,92 @@
+"""Export sizes, parity and latency of the four .tflite precisions (issue 3).
+
+    make bench            # or: .venv/bin/python benchmarks/export_speed.py [--per-class 1000]
+
+Trains `imgclf train` (defaults) on the Fashion-MNIST 1000-per-class folders, exports all
+four precisions with `imgclf export` (parity on the run's 2,000 validation and 1,000 test
+images, latency at batch 1 on LiteRT/XNNPACK with both cores), and checks, in that one run:
+int8 size <= 30 % of float32; int8 accuracy within 1.5 points of float32; int8 latency at
+least 1.5x lower than float32. Writes benchmarks/results/export_speed.json and its section
+of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from report import COMMAND, update_section
+from train_speed import BIN, RESULTS, dataset
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-class", type=int, default=1000)
+    args = ap.parse_args()
+    data = dataset(args.per_class)
+    with tempfile.TemporaryDirectory(prefix="imgclf-bench-export-") as tmp:
+        env = {**os.environ, "IMGCLF_CACHE": str(Path(tmp) / "cache")}
+        run = Path(tmp) / "run"
+        subprocess.run(
+            [str(BIN / "imgclf"), "--quiet", "train", str(data), "--out", str(run)],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            [str(BIN / "imgclf"), "--quiet", "export", str(run), "--runs", "200"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        report = json.loads((run / "export" / "report.json").read_text())
+        table = (run / "export" / "report.md").read_text()
+    v = {x["name"]: x for x in report["variants"]}
+    f32, i8 = v["float32"], v["int8"]
+    checks = {
+        "int8 size / float32 size": (
+            i8["bytes"] / f32["bytes"],
+            "<= 0.30",
+            i8["bytes"] / f32["bytes"] <= 0.30,
+        ),
+        "int8 test accuracy - float32 (points)": (
+            100 * (i8["accuracy"]["test"] - f32["accuracy"]["test"]),
+            ">= -1.5",
+            100 * (i8["accuracy"]["test"] - f32["accuracy"]["test"]) >= -1.5,
+        ),
+        "float32 p50 latency / int8 p50 latency": (
+            f32["latency_ms"]["p50"] / i8["latency_ms"]["p50"],
+            ">= 1.5",
+            f32["latency_ms"]["p50"] / i8["latency_ms"]["p50"] >= 1.5,
+        ),
+    }
+    lines = [
+        "## Export: size, parity and latency (issue 3)",
+        "",
+        f"`{COMMAND}` (`benchmarks/export_speed.py`): `imgclf train` with defaults on Fashion-MNIST, "
+        f"{args.per_class} train images per class (+100 test per class), then `imgclf export RUN --runs 200`.",
+        "",
+        table.strip(),
+        "",
+        "| check (one run) | measured | target | met |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {value:.2f} | {target} | {'yes' if ok else '**no**'} |"
+        for name, (value, target, ok) in checks.items()
+    ]
+    section = "\n".join(lines) + "\n"
+    print(section)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "export_speed.json").write_text(json.dumps(report, indent=2, default=str))
+    update_section("export_speed", section)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    main()
