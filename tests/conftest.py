@@ -84,3 +84,86 @@ def exported(trained_run):
         reporter=Reporter(quiet=True),
     )
     return out, report
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 100))
+        + chunk(b"IEND", b"")
+    )
+
+
+BROKEN = ["zero.jpg", "truncated.jpg", "bad_crc.png", "text.png", "page.jpg", "bomb.png"]
+
+
+@pytest.fixture
+def hostile_folder(tmp_path) -> Path:
+    """Every hostile input of issue 4, generated (no binary blobs checked in), beside enough
+    good images (12 per class) to train on. Broken files are named as in ``BROKEN``."""
+    import io
+
+    root = tmp_path / "hostile data"
+    for c, (name, rgb) in enumerate(COLORS.items()):
+        for i in range(12):
+            make_image(root / name / f"good {i:02d}.png", rgb, seed=50 * c + i)
+    cat = root / "red"
+    # broken files
+    (cat / "zero.jpg").write_bytes(b"")
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (cat / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), (200, 0, 0)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[data.index(b"IDAT") + 6] ^= 0xFF
+    (cat / "bad_crc.png").write_bytes(bytes(data))
+    (cat / "text.png").write_text("this is not a picture\n")
+    (cat / "page.jpg").write_text("<html><body>404</body></html>")
+    (cat / "bomb.png").write_bytes(_png_header_only(40000, 40000))
+    # unusual but valid images
+    Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(cat / "cmyk.jpg")
+    Image.fromarray(np.full((40, 40), 50000, np.uint16)).save(cat / "gray16.png")
+    pal = Image.new("P", (40, 40), 1)
+    pal.putpalette([255, 255, 255, 220, 30, 30] + [0] * 762)
+    pal.save(cat / "palette.png", transparency=0)
+    Image.new("LA", (40, 40), (120, 255)).save(cat / "la.png")
+    Image.new("RGBA", (40, 40), (220, 30, 30, 255)).save(cat / "rgba.png")
+    frames = [Image.new("RGB", (40, 40), (220, 30, 30)), Image.new("RGB", (40, 40), (30, 30, 220))]
+    frames[0].save(cat / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    Image.new("RGB", (40, 40), (220, 30, 30)).save(cat / "photo.webp", lossless=True)
+    Image.new("RGB", (40, 40), (220, 30, 30)).save(cat / "photo.bmp")
+    rot = Image.new("RGB", (60, 40), (220, 30, 30))
+    exif = rot.getexif()
+    exif[0x0112] = 6
+    rot.save(cat / "rotated.jpg", exif=exif.tobytes())
+    Image.new("RGB", (1, 1), (220, 30, 30)).save(cat / "one_pixel.png")
+    # names, nesting, system files, links, permissions
+    make_image(cat / "sub folder" / "deeper" / "ünïcödé näme.png", COLORS["red"], seed=999)
+    (cat / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (cat / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (cat / "loop").symlink_to(cat, target_is_directory=True)
+    locked = make_image(cat / "locked.png", COLORS["red"], seed=998)
+    locked.chmod(0)
+    (cat / "notes.txt").write_text("shot on my phone")
+    (root / "empty_class").mkdir()
+    for i in range(3):  # differs from "blue" only in case
+        make_image(root / "Blue" / f"{i}.png", COLORS["blue"], seed=700 + i)
+    # duplicates: within a class, and across classes
+    shutil.copy(cat / "good 00.png", cat / "good 00 copy.png")
+    shutil.copy(root / "green" / "good 01.png", root / "blue" / "looks green.png")
+    yield root
+    locked.chmod(0o644)

@@ -39,6 +39,67 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     ctx.obj = {"debug": debug, "quiet": quiet}
 
 
+# --- check -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--max-paths", type=int, default=5, show_default=True, help="Paths shown per problem (all with --json)."
+)
+@click.pass_context
+def check(ctx: click.Context, data: Path, as_json: bool, max_paths: int) -> None:
+    """Dataset doctor: statistics and problems of DATA. Exit 0 clean, 1 warnings, 2 fatal."""
+    from .data.doctor import check_dataset
+
+    report = check_dataset(data)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        _print_check(report, max_paths)
+    ctx.exit(report.exit_code)
+
+
+def _print_check(report, max_paths: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    splits = list(report.counts)
+    table = Table(
+        "class",
+        *splits,
+        title=f"{report.root} ({report.layout}, {report.files_scanned} files, {report.seconds:.1f} s)",
+    )
+    for c in report.classes:
+        table.add_row(c, *(str(report.counts[s][c]) for s in splits))
+    console.print(table)
+    stats = report.image_stats
+    if stats.get("images"):
+        w, h = stats["width"], stats["height"]
+        console.print(
+            f"images: {stats['images']}; width {w['min']}..{w['max']} (median {w['median']:g}), "
+            f"height {h['min']}..{h['max']} (median {h['median']:g}); modes {stats['modes']}; "
+            f"formats {stats['formats']}; EXIF-rotated {stats['exif_rotated']}"
+        )
+    if report.imbalance_ratio:
+        console.print(f"imbalance ratio (largest/smallest class): {report.imbalance_ratio:.2f}")
+    if report.ignored:
+        console.print(
+            f"ignored: {len(report.ignored)} file(s) (hidden/system files, symlinked folders, loose files)"
+        )
+    if not report.problems:
+        console.print("[green]no problems found[/green]")
+    for p in report.problems:
+        colour = "red" if p.severity == "fatal" else "yellow"
+        console.print(f"[{colour}]{p.severity}[/{colour}] {p.kind}: {p.message}")
+        for path in p.paths[:max_paths]:
+            console.print(f"    {path}")
+        if len(p.paths) > max_paths:
+            console.print(f"    ... and {len(p.paths) - max_paths} more (--json lists all)")
+
+
 # --- train -------------------------------------------------------------------------------
 
 
@@ -325,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         os.environ["IMGCLF_DEBUG"] = "1"
     try:
-        cli.main(args=args, prog_name="imgclf", standalone_mode=False)
+        code = cli.main(args=args, prog_name="imgclf", standalone_mode=False)
+        if isinstance(code, int):  # ctx.exit(code) returns here when not in standalone mode
+            return code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

@@ -142,6 +142,21 @@ def _stratified_split(
     return {name: s for name, s in out.items() if len(s) or name == "train"}
 
 
+def resolve_layout(root: Path) -> tuple[str, dict[str, Path]]:
+    """``("presplit", {"train": root/train, "val": root/val, ...})`` when ``root`` has ``train/``
+    beside ``val/`` (or ``validation/``) or ``test/``; else ``("folders", {"all": root})``."""
+    subs = _subfolders(root)
+    val_name = next((v for v in _VAL_ALIASES if v in subs), None)
+    if "train" in subs and (val_name is not None or "test" in subs):
+        folders = {"train": root / "train"}
+        if val_name:
+            folders["val"] = root / val_name
+        if "test" in subs:
+            folders["test"] = root / "test"
+        return "presplit", folders
+    return "folders", {"all": root}
+
+
 def load_dataset(root: str | Path, val_split: float = 0.2, test_split: float = 0.0, seed: int = 0) -> Dataset:
     """Resolve a data folder into classes and stratified train/val/test splits.
 
@@ -175,10 +190,10 @@ def load_dataset(root: str | Path, val_split: float = 0.2, test_split: float = 0
         )
 
     warnings: list[str] = []
-    subs = _subfolders(root)
-    val_name = next((v for v in _VAL_ALIASES if v in subs), None)
-    presplit = "train" in subs and (val_name is not None or "test" in subs)
-    if not presplit:
+    layout, folders = resolve_layout(root)
+    val_name = folders["val"].name if "val" in folders else None
+    subs = [f.name for f in folders.values()]
+    if layout == "folders":
         images = _read_classes(root, warnings)
         _check_classes(images, root)
         classes = sorted(images)

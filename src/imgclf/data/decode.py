@@ -8,8 +8,11 @@ so the model deployed is fed exactly what it was evaluated on. Pillow rather tha
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +96,28 @@ def _open(source: str | Path | bytes | np.ndarray) -> Image.Image:
     return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
 
 
+@contextlib.contextmanager
+def _opened(source: str | Path | bytes | np.ndarray) -> Iterator[Image.Image]:
+    """Open an image, refusing bombs before decoding, and turn every failure into a ``DecodeError``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with _open(source) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise DecodeError(f"too large ({img.width}x{img.height} pixels, limit {MAX_PIXELS})")
+                yield img
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(f"too large (decompression bomb): {exc}") from None
+    except UnidentifiedImageError:
+        raise DecodeError("not an image Pillow can read") from None
+    except PermissionError as exc:
+        raise DecodeError(f"cannot read: {exc.strerror}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DecodeError(f"corrupt or truncated: {exc}") from None
+
+
 def decode_image(
     source: str | Path | bytes | np.ndarray, size: int | None = None, background: tuple[int, int, int] = WHITE
 ) -> np.ndarray:
@@ -108,27 +133,46 @@ def decode_image(
     >>> decode_image("cat.jpg", size=224).shape  # doctest: +SKIP
     (224, 224, 3)
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with _open(source) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise DecodeError(f"too large ({img.width}x{img.height} pixels, limit {MAX_PIXELS})")
-                if size and img.format == "JPEG":
-                    img.draft("RGB", (size, size))  # decode at a reduced scale that is still >= size
-                img.seek(0)
-                img = ImageOps.exif_transpose(img) or img
-                img = _to_rgb(img, background)
-    except DecodeError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"too large (decompression bomb): {exc}") from None
-    except UnidentifiedImageError:
-        raise DecodeError("not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise DecodeError(f"corrupt or truncated: {exc}") from None
+    with _opened(source) as img:
+        if size and img.format == "JPEG":
+            img.draft("RGB", (size, size))  # decode at a reduced scale that is still >= size
+        img.seek(0)
+        img = ImageOps.exif_transpose(img) or img
+        img = _to_rgb(img, background)
     if img.width < 1 or img.height < 1:
         raise DecodeError("empty image (0 pixels)")
     if size:
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What ``imgclf check`` learns about one image file without keeping its pixels."""
+
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    mode: str
+    format: str
+    exif_rotated: bool
+
+
+def inspect_image(path: str | Path) -> ImageInfo:
+    """Read an image's header and decode it once (JPEGs at reduced scale) to prove it is intact.
+
+    Raises ``DecodeError`` with the same reasons as ``decode_image``.
+
+    Example
+    -------
+    >>> inspect_image("cat.jpg")  # doctest: +SKIP
+    ImageInfo(width=3024, height=4032, mode='RGB', format='JPEG', exif_rotated=True)
+    """
+    with _opened(path) as img:
+        width, height, mode, fmt = img.width, img.height, img.mode, img.format or "?"
+        orientation = img.getexif().get(0x0112, 1)
+        if fmt == "JPEG":
+            img.draft(img.mode, (64, 64))  # integrity check at a fraction of the decoding cost
+        img.load()
+    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: displayed width and height swap
+        width, height = height, width
+    return ImageInfo(width, height, mode, fmt, orientation not in (1, None))

@@ -1,0 +1,339 @@
+"""The dataset doctor: what is wrong with my images? (``imgclf check``)
+
+Every file below the class folders is looked at once (in a thread pool): its bytes are
+hashed and, if it is an image, its header read and its pixels decoded once to prove it is
+intact. The report holds statistics and problems, each with a severity and the paths:
+
+- fatal (exit 2): training is impossible (fewer than 2 classes with usable images, a class
+  with too few usable images to split);
+- warning (exit 1): unreadable, corrupt, zero-byte or non-image files, images smaller than
+  32 px on a side, extreme aspect ratios, exact duplicates within a class, across classes
+  (conflicting labels) or across train/val/test folders (leakage), empty class folders,
+  class folders whose names differ only in case.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .dataset import _is_hidden, _subfolders, resolve_layout
+from .decode import IMAGE_EXTENSIONS, DecodeError, ImageInfo, inspect_image
+from .pipeline import default_workers
+
+MIN_SIDE = 32
+MAX_ASPECT = 5.0
+SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the data, and where."""
+
+    kind: str
+    severity: str  # "warning" or "fatal"
+    message: str
+    paths: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FileRecord:
+    path: Path
+    split: str
+    label: str
+    size: int = 0
+    digest: str | None = None
+    info: ImageInfo | None = None
+    error: str | None = None
+
+
+@dataclass
+class CheckReport:
+    """The doctor's findings; ``exit_code`` is 0 (clean), 1 (warnings) or 2 (fatal)."""
+
+    root: str
+    layout: str
+    classes: list[str]
+    counts: dict[str, dict[str, int]]  # usable images per split per class
+    imbalance_ratio: float | None
+    image_stats: dict[str, Any]
+    problems: list[Problem]
+    ignored: list[dict[str, str]]
+    files_scanned: int
+    seconds: float
+
+    @property
+    def exit_code(self) -> int:
+        if any(p.severity == "fatal" for p in self.problems):
+            return 2
+        return 1 if self.problems else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["exit_code"] = self.exit_code
+        return out
+
+
+def _walk(folder: Path, split: str, label: str, ignored: list[dict[str, str]]) -> list[FileRecord]:
+    records = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for d in list(dirnames):
+            full = Path(dirpath) / d
+            if _is_hidden(d):
+                dirnames.remove(d)
+            elif full.is_symlink():
+                ignored.append(
+                    {"path": str(full), "reason": "symlinked folder (not followed, to avoid loops)"}
+                )
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            if _is_hidden(name) or name.lower() in SYSTEM_FILES:
+                ignored.append({"path": str(full), "reason": "hidden or system file"})
+            else:
+                records.append(FileRecord(full, split, label))
+    return records
+
+
+def _inspect(record: FileRecord) -> FileRecord:
+    from ..training.embeddings import content_digest
+
+    path = record.path
+    try:
+        record.size = path.stat().st_size
+    except OSError as exc:
+        record.error = f"cannot read: {exc.strerror or exc}"
+        return record
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        record.error = "not an image file (extension)"
+        return record
+    if record.size == 0:
+        record.error = "empty file (0 bytes)"
+        return record
+    try:
+        record.digest = content_digest(path)
+        record.info = inspect_image(path)
+    except DecodeError as exc:
+        record.error = str(exc)
+    except OSError as exc:
+        record.error = f"cannot read: {exc.strerror or exc}"
+    return record
+
+
+def check_dataset(root: str | Path, workers: int | None = None) -> CheckReport:
+    """Inspect every file of a data folder and report statistics and problems.
+
+    Example
+    -------
+    >>> report = check_dataset("photos")  # doctest: +SKIP
+    >>> report.exit_code, [p.kind for p in report.problems]  # doctest: +SKIP
+    (1, ['unreadable', 'duplicate_across_classes'])
+    """
+    started = time.perf_counter()
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; pass the folder that holds one subfolder per class")
+    layout, folders = resolve_layout(root)
+    problems: list[Problem] = []
+    ignored: list[dict[str, str]] = []
+    records: list[FileRecord] = []
+    class_names: set[str] = set()
+    for split, folder in folders.items():
+        names = _subfolders(folder)
+        class_names.update(names)
+        for name in names:
+            records.extend(_walk(folder / name, split, name, ignored))
+        loose = [p for p in folder.iterdir() if p.is_file() and not _is_hidden(p.name)]
+        for p in loose:
+            if layout == "folders" or p.suffix.lower() in IMAGE_EXTENSIONS:
+                ignored.append({"path": str(p), "reason": "not inside a class folder"})
+    with ThreadPoolExecutor(workers or default_workers()) as pool:
+        records = list(pool.map(_inspect, records))
+    classes = sorted(class_names)
+    usable = [r for r in records if r.error is None]
+
+    unreadable = [r for r in records if r.error]
+    by_reason: dict[str, list[FileRecord]] = defaultdict(list)
+    for r in unreadable:
+        kind = (
+            "zero_bytes"
+            if r.error.startswith("empty file")
+            else "non_image"
+            if r.error.startswith("not an image")
+            else "too_large"
+            if r.error.startswith("too large")
+            else "unreadable"
+        )
+        by_reason[kind].append(r)
+    titles = {
+        "zero_bytes": "zero-byte files",
+        "non_image": "files that are not images",
+        "too_large": "images too large to decode safely (decompression bombs)",
+        "unreadable": "unreadable or corrupt images",
+    }
+    for kind, rs in by_reason.items():
+        problems.append(
+            Problem(
+                kind,
+                "warning",
+                f"{len(rs)} {titles[kind]} (skipped in training)",
+                [f"{r.path}: {r.error}" for r in rs],
+            )
+        )
+
+    small = [r for r in usable if min(r.info.width, r.info.height) < MIN_SIDE]
+    if small:
+        problems.append(
+            Problem(
+                "too_small",
+                "warning",
+                f"{len(small)} images smaller than {MIN_SIDE} px on a side",
+                [f"{r.path}: {r.info.width}x{r.info.height}" for r in small],
+            )
+        )
+    extreme = [
+        r
+        for r in usable
+        if max(r.info.width, r.info.height) / max(1, min(r.info.width, r.info.height)) > MAX_ASPECT
+    ]
+    if extreme:
+        problems.append(
+            Problem(
+                "extreme_aspect",
+                "warning",
+                f"{len(extreme)} images with an aspect ratio beyond {MAX_ASPECT:g}:1 (squashed when resized)",
+                [f"{r.path}: {r.info.width}x{r.info.height}" for r in extreme],
+            )
+        )
+    problems.extend(_duplicates(usable))
+
+    counts = {split: {c: 0 for c in classes} for split in folders}
+    for r in usable:
+        counts[r.split][r.label] += 1
+    for split, folder in folders.items():
+        for c in classes:
+            if (folder / c).is_dir() and not counts[split][c]:
+                problems.append(
+                    Problem(
+                        "empty_class",
+                        "warning",
+                        f"class folder {folder / c} has no usable images",
+                        [str(folder / c)],
+                    )
+                )
+    lowered = defaultdict(list)
+    for c in classes:
+        lowered[c.lower()].append(c)
+    for group in (g for g in lowered.values() if len(g) > 1):
+        problems.append(
+            Problem(
+                "case_collision",
+                "warning",
+                f"class folders differ only in case: {', '.join(group)} (one class on macOS/Windows?)",
+                group,
+            )
+        )
+    train_split = "train" if layout == "presplit" else "all"
+    per_class = counts[train_split]
+    alive = [c for c, n in per_class.items() if n]
+    if len(alive) < 2:
+        problems.append(
+            Problem(
+                "too_few_classes",
+                "fatal",
+                f"{len(alive)} class(es) with usable images; training needs at least 2",
+                alive,
+            )
+        )
+    need = 1 if layout == "presplit" and "val" in folders else 2
+    starved = [c for c in alive if per_class[c] < need]
+    if starved:
+        problems.append(
+            Problem(
+                "class_too_small",
+                "fatal",
+                f"class(es) {starved} have fewer than {need} usable images: too few to train and validate",
+                starved,
+            )
+        )
+    nonzero = [n for n in per_class.values() if n]
+    ratio = float(max(nonzero) / min(nonzero)) if nonzero else None
+    return CheckReport(
+        str(root),
+        layout,
+        classes,
+        counts,
+        ratio,
+        _image_stats(usable),
+        problems,
+        ignored,
+        len(records),
+        round(time.perf_counter() - started, 3),
+    )
+
+
+def _duplicates(usable: list[FileRecord]) -> list[Problem]:
+    groups: dict[str, list[FileRecord]] = defaultdict(list)
+    for r in usable:
+        groups[r.digest].append(r)
+    within, across, leak = [], [], []
+    for rs in (g for g in groups.values() if len(g) > 1):
+        paths = " = ".join(str(r.path) for r in rs)
+        if len({r.split for r in rs}) > 1:
+            leak.append(paths)
+        if len({r.label for r in rs}) > 1:
+            across.append(paths)
+        elif len({r.split for r in rs}) == 1:
+            within.append(paths)
+    out = []
+    if within:
+        out.append(
+            Problem(
+                "duplicate_in_class",
+                "warning",
+                f"{len(within)} sets of identical images within a class",
+                within,
+            )
+        )
+    if across:
+        out.append(
+            Problem(
+                "duplicate_across_classes",
+                "warning",
+                f"{len(across)} sets of identical images in different classes (conflicting labels)",
+                across,
+            )
+        )
+    if leak:
+        out.append(
+            Problem(
+                "split_leakage",
+                "warning",
+                f"{len(leak)} sets of identical images in more than one of train/val/test (inflates accuracy)",
+                leak,
+            )
+        )
+    return out
+
+
+def _image_stats(usable: list[FileRecord]) -> dict[str, Any]:
+    if not usable:
+        return {"images": 0}
+    w = np.array([r.info.width for r in usable])
+    h = np.array([r.info.height for r in usable])
+    return {
+        "images": len(usable),
+        "width": {"min": int(w.min()), "median": float(np.median(w)), "max": int(w.max())},
+        "height": {"min": int(h.min()), "median": float(np.median(h)), "max": int(h.max())},
+        "modes": dict(Counter(r.info.mode for r in usable).most_common()),
+        "formats": dict(Counter(r.info.format for r in usable).most_common()),
+        "exif_rotated": sum(r.info.exif_rotated for r in usable),
+    }

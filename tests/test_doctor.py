@@ -1,0 +1,126 @@
+"""The dataset doctor (`imgclf check`) on hostile folders, and training through them."""
+
+import json
+import os
+
+import imgclf
+from imgclf.cli import main
+from imgclf.data.doctor import check_dataset
+from imgclf.progress import Reporter
+
+from .conftest import BROKEN, COLORS, make_image
+
+
+def _locked_is_readable(root) -> bool:
+    # chmod 000 stops everyone but root; CI runs as root, so both outcomes are checked for.
+    return os.access(root / "red" / "locked.png", os.R_OK)
+
+
+def _problem(report, kind):
+    found = [p for p in report.problems if p.kind == kind]
+    assert found, f"no {kind} problem in {[p.kind for p in report.problems]}"
+    return found[0]
+
+
+def test_every_broken_file_is_reported_with_a_reason(hostile_folder):
+    report = check_dataset(hostile_folder)
+    reported = {p.split(":")[0].rsplit("/", 1)[-1]: p for pr in report.problems for p in pr.paths}
+    for name in BROKEN:
+        assert name in reported, name
+    assert "0 bytes" in reported["zero.jpg"]
+    assert "too large" in reported["bomb.png"]
+    assert "not an image" in reported["text.png"] and "not an image" in reported["page.jpg"]
+    assert "corrupt or truncated" in reported["truncated.jpg"]
+    if not _locked_is_readable(hostile_folder):
+        assert "cannot read" in reported["locked.png"]
+    assert _problem(report, "non_image").paths[0].endswith("notes.txt: not an image file (extension)")
+    assert report.exit_code == 1
+
+
+def test_statistics_and_unusual_valid_images(hostile_folder):
+    report = check_dataset(hostile_folder)
+    stats = report.image_stats
+    assert stats["exif_rotated"] == 1
+    assert {"CMYK", "P", "LA", "RGBA", "RGB"} <= set(stats["modes"])
+    assert any(m.startswith("I") for m in stats["modes"])  # the 16-bit PNG
+    assert {"PNG", "JPEG", "GIF", "WEBP", "BMP"} <= set(stats["formats"])
+    usable_red = report.counts["all"]["red"]
+    # 12 good + 10 unusual valid ones + nested unicode + duplicate copy (+ locked.png where readable)
+    assert usable_red == 12 + 10 + 1 + 1 + _locked_is_readable(hostile_folder)
+    assert report.imbalance_ratio == usable_red / 3  # largest red, smallest "Blue" (3)
+
+
+def test_small_duplicates_case_and_empty_classes(hostile_folder):
+    report = check_dataset(hostile_folder)
+    assert any("one_pixel.png: 1x1" in p for p in _problem(report, "too_small").paths)
+    assert "good 00 copy.png" in _problem(report, "duplicate_in_class").paths[0]
+    assert "looks green.png" in _problem(report, "duplicate_across_classes").paths[0]
+    assert set(_problem(report, "case_collision").paths) == {"Blue", "blue"}
+    assert _problem(report, "empty_class").paths[0].endswith("empty_class")
+    ignored = {i["path"].rsplit("/", 1)[-1]: i["reason"] for i in report.ignored}
+    assert ignored[".DS_Store"].startswith("hidden") and ignored["Thumbs.db"].startswith("hidden")
+    assert ignored["loop"].startswith("symlinked folder")
+
+
+def test_extreme_aspect_ratio(color_folders):
+    make_image(color_folders / "red" / "banner.png", COLORS["red"], size=8)  # square but small
+    from PIL import Image
+
+    Image.new("RGB", (400, 40), (220, 30, 30)).save(color_folders / "red" / "strip.png")
+    report = check_dataset(color_folders)
+    assert _problem(report, "extreme_aspect").paths == [f"{color_folders / 'red' / 'strip.png'}: 400x40"]
+
+
+def test_clean_folder_exit_0(capsys, color_folders):
+    assert main(["check", str(color_folders)]) == 0
+    assert "no problems found" in capsys.readouterr().out
+
+
+def test_json_report_and_exit_1(capsys, hostile_folder):
+    assert main(["check", str(hostile_folder), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["exit_code"] == 1 and report["layout"] == "folders"
+    assert {p["kind"] for p in report["problems"]} >= {"zero_bytes", "unreadable", "too_large", "too_small"}
+
+
+def test_fatal_when_training_is_impossible(capsys, tmp_path):
+    make_image(tmp_path / "only" / "a.png", COLORS["red"])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "broken.jpg").write_text("nope")
+    assert main(["check", str(tmp_path)]) == 2
+    assert "too_few_classes" in capsys.readouterr().out
+
+
+def test_fatal_when_a_class_is_too_small_to_split(tmp_path):
+    for i in range(5):
+        make_image(tmp_path / "a" / f"{i}.png", COLORS["red"], seed=i)
+    make_image(tmp_path / "b" / "0.png", COLORS["blue"])
+    (tmp_path / "b" / "1.png").write_bytes(b"")
+    report = check_dataset(tmp_path)
+    assert report.exit_code == 2 and _problem(report, "class_too_small").paths == ["b"]
+
+
+def test_leakage_across_presplit_folders(tmp_path):
+    for split in ("train", "val"):
+        for c, name in enumerate(("cat", "dog")):
+            for i in range(3):
+                make_image(
+                    tmp_path / split / name / f"{i}.png",
+                    COLORS["red" if c else "blue"],
+                    seed=hash((split, name, i)) % 1000,
+                )
+    import shutil
+
+    shutil.copy(tmp_path / "train" / "cat" / "0.png", tmp_path / "val" / "cat" / "leaked.png")
+    report = check_dataset(tmp_path)
+    leak = _problem(report, "split_leakage").paths[0]
+    assert "train/cat/0.png" in leak and "val/cat/leaked.png" in leak
+
+
+def test_train_completes_on_the_hostile_folder_and_lists_skipped_files(hostile_folder, tmp_path):
+    result = imgclf.train(hostile_folder, out=str(tmp_path / "run"), epochs=3, reporter=Reporter(quiet=True))
+    config = json.loads((result.run_dir / "config.json").read_text())
+    skipped = {s["path"].rsplit("/", 1)[-1] for s in config["skipped_images"]}
+    assert skipped == set(BROKEN) | (set() if _locked_is_readable(hostile_folder) else {"locked.png"})
+    assert "empty_class" not in result.classes and {"Blue", "blue", "red", "green"} <= set(result.classes)
+    assert (result.run_dir / "model.keras").exists()
