@@ -117,3 +117,52 @@ def test_predict_arrays_and_files_agree(trained_run):
     from_array = clf.predict([np.asarray(Image.open(path).convert("RGB"))], top_k=2)[0]["predictions"]
     assert [p["label"] for p in from_file] == [p["label"] for p in from_array]
     assert from_file[0]["score"] == pytest.approx(from_array[0]["score"], abs=1e-5)
+
+
+def test_duplicates_stay_on_one_side_of_the_split(tmp_path):
+    from .conftest import COLORS, make_image
+
+    root = tmp_path / "dups"
+    for c, (name, rgb) in enumerate(COLORS.items()):
+        for i in range(10):
+            original = make_image(root / name / f"{i:02d}.png", rgb, seed=100 * c + i)
+            if i < 4:  # four images per class exist twice
+                shutil.copy(original, root / name / f"{i:02d} copy.png")
+    result = imgclf.train(root, out=str(tmp_path / "run"), epochs=2, reporter=Reporter(quiet=True))
+    config = json.loads((result.run_dir / "config.json").read_text())
+    side = {}
+    for split, rows in config["splits"].items():
+        for rel, _ in rows:
+            side[rel.replace(" copy", "")] = side.get(rel.replace(" copy", ""), set()) | {split}
+    assert all(len(s) == 1 for s in side.values())  # no original/copy pair across train and val
+    assert len(config["splits"]["val"]) >= 3
+
+
+def test_class_weights_auto_on_imbalanced_data(tmp_path):
+    from .conftest import COLORS, make_image
+
+    root = tmp_path / "imbalanced"
+    for name, n in (("red", 40), ("blue", 5)):
+        for i in range(n):
+            make_image(root / name / f"{i}.png", COLORS[name], seed=i + (100 if name == "blue" else 0))
+    result = imgclf.train(root, out=str(tmp_path / "run"), epochs=2, reporter=Reporter(quiet=True))
+    weights = result.metrics["class_weights"]
+    assert weights["blue"] > 3 * weights["red"]  # 32 red vs 4 blue training images: 8x
+    assert json.loads((result.run_dir / "config.json").read_text())["options"]["class_weight"] == "auto"
+    off = imgclf.train(
+        root, out=str(tmp_path / "run2"), epochs=2, class_weight="none", reporter=Reporter(quiet=True)
+    )
+    assert off.metrics["class_weights"] is None
+    assert (
+        imgclf.train(root, out=str(tmp_path / "run3"), epochs=2, reporter=Reporter(quiet=True)).metrics[
+            "class_weights"
+        ]
+        == weights
+    )
+
+
+def test_balanced_weights_only_past_the_ratio():
+    from imgclf.training.run import balanced_class_weights
+
+    assert balanced_class_weights(np.array([0] * 30 + [1] * 10), 2) is None  # ratio 3: not past it
+    assert balanced_class_weights(np.array([0] * 31 + [1] * 10), 2) == pytest.approx({0: 41 / 62, 1: 41 / 20})

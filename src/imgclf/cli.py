@@ -84,7 +84,8 @@ def _print_check(report, max_paths: int) -> None:
             f"formats {stats['formats']}; EXIF-rotated {stats['exif_rotated']}"
         )
     if report.imbalance_ratio:
-        console.print(f"imbalance ratio (largest/smallest class): {report.imbalance_ratio:.2f}")
+        note = " (> 3: `imgclf train` uses balanced class weights by default)" if report.imbalance_ratio > 3 else ""
+        console.print(f"imbalance ratio (largest/smallest class): {report.imbalance_ratio:.2f}{note}")
     if report.ignored:
         console.print(
             f"ignored: {len(report.ignored)} file(s) (hidden/system files, symlinked folders, loose files)"
@@ -142,6 +143,13 @@ def _print_check(report, max_paths: int) -> None:
     default="white",
     show_default=True,
     help="Colour transparent pixels are composited onto: white, black, gray, #RRGGBB or R,G,B.",
+)
+@click.option(
+    "--class-weight",
+    type=click.Choice(["auto", "none"]),
+    default="auto",
+    show_default=True,
+    help="auto: balanced class weights when the largest class is over 3x the smallest.",
 )
 @click.option(
     "--export", "do_export", is_flag=True, help="Export .tflite in all four precisions, with a parity report."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,19 +111,37 @@ def _check_classes(images: dict[str, list[Path]], where: Path) -> None:
 
 
 def _stratified_split(
-    images: dict[str, list[Path]], classes: list[str], fractions: dict[str, float], seed: int
+    images: dict[str, list[Path]],
+    classes: list[str],
+    fractions: dict[str, float],
+    seed: int,
+    groups: dict[Path, str] | None = None,
 ) -> dict[str, Split]:
     """Per-class shuffled split.
 
     Written by hand rather than with scikit-learn's ``train_test_split``: that one rounds
     globally and can leave a small class with no validation image at all; here every
-    class with a non-zero fraction gets at least one image in each split.
+    class with a non-zero fraction gets at least one image in each split. With ``groups``
+    (path -> group id, e.g. a content hash) images of one group land in the same split, so
+    identical photos never sit on both sides of train/val; a group whose images carry
+    different labels stays in train.
     """
+    groups = groups or {}
+    labels_of_group: dict[str, set[str]] = defaultdict(set)
+    for cls in classes:
+        for p in images[cls]:
+            if p in groups:
+                labels_of_group[groups[p]].add(cls)
     out = {name: Split() for name in ("train", *fractions)}
     for label, cls in enumerate(classes):
         paths = images[cls]
+        units_by_key: dict[str, list[Path]] = {}
+        for p in paths:
+            units_by_key.setdefault(groups.get(p, f"path:{p}"), []).append(p)
+        pinned = [u for k, u in units_by_key.items() if len(labels_of_group.get(k, ())) > 1]
+        free = [u for k, u in units_by_key.items() if len(labels_of_group.get(k, ())) <= 1]
         rng = np.random.default_rng([seed, label])
-        order = rng.permutation(len(paths))
+        order = rng.permutation(len(free))
         counts = {name: max(1, int(round(len(paths) * f))) for name, f in fractions.items() if f > 0}
         if len(paths) - sum(counts.values()) < 1:
             opts = " and ".join(f"--{n}-split {fractions[n]:g}" for n in counts)
@@ -130,15 +149,17 @@ def _stratified_split(
                 f"class {cls!r} has {len(paths)} image(s), too few to split with {opts}; "
                 f"add images to that class (at least {sum(counts.values()) + 1})"
             )
-        start = 0
+        queue = [free[i] for i in order]
         for name, n in counts.items():
-            for i in order[start : start + n]:
-                out[name].paths.append(paths[i])
-                out[name].labels.append(label)
-            start += n
-        for i in order[start:]:
-            out["train"].paths.append(paths[i])
-            out["train"].labels.append(label)
+            taken = 0
+            while queue and taken < n and len(queue) > 1:  # keep at least one unit for training
+                unit = queue.pop(0)
+                out[name].paths.extend(unit)
+                out[name].labels.extend([label] * len(unit))
+                taken += len(unit)
+        for unit in queue + pinned:
+            out["train"].paths.extend(unit)
+            out["train"].labels.extend([label] * len(unit))
     return {name: s for name, s in out.items() if len(s) or name == "train"}
 
 
@@ -157,7 +178,13 @@ def resolve_layout(root: Path) -> tuple[str, dict[str, Path]]:
     return "folders", {"all": root}
 
 
-def load_dataset(root: str | Path, val_split: float = 0.2, test_split: float = 0.0, seed: int = 0) -> Dataset:
+def load_dataset(
+    root: str | Path,
+    val_split: float = 0.2,
+    test_split: float = 0.0,
+    seed: int = 0,
+    groups: dict[Path, str] | None = None,
+) -> Dataset:
     """Resolve a data folder into classes and stratified train/val/test splits.
 
     Parameters
@@ -165,6 +192,7 @@ def load_dataset(root: str | Path, val_split: float = 0.2, test_split: float = 0
     root : folder with one subfolder per class, or ``train/`` + ``val/`` (+ ``test/``).
     val_split, test_split : fractions of each class held out when the folder is not pre-split.
     seed : the same seed and files always give the same split.
+    groups : optional path -> group id (e.g. content hash): a group is never split apart.
 
     Returns
     -------
@@ -199,7 +227,7 @@ def load_dataset(root: str | Path, val_split: float = 0.2, test_split: float = 0
         classes = sorted(images)
         fractions = {"val": val_split, "test": test_split}
         return Dataset(
-            root, classes, _stratified_split(images, classes, fractions, seed), "folders", warnings
+            root, classes, _stratified_split(images, classes, fractions, seed, groups), "folders", warnings
         )
 
     train_images = _read_classes(root / "train", warnings)
@@ -217,7 +245,7 @@ def load_dataset(root: str | Path, val_split: float = 0.2, test_split: float = 0
             )
         given[split] = images
     fractions = {"val": 0.0 if "val" in given else val_split, "test": 0.0 if "test" in given else test_split}
-    splits = _stratified_split(train_images, classes, fractions, seed)
+    splits = _stratified_split(train_images, classes, fractions, seed, groups)
     for split, images in given.items():
         s = Split()
         for label, cls in enumerate(classes):

@@ -36,12 +36,12 @@ def compute_metrics(
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )
-    k = min(top_k, len(classes) - 1)
+    k = min(top_k, len(classes) - 1)  # top-k means nothing unless k < classes; top-1 is accuracy
     out: dict[str, Any] = {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         f"top{k}_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels))
-        if k >= 1
+        if k >= 2
         else None,
         "per_class": {
             c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}

@@ -33,6 +33,7 @@ class TrainConfig:
     seed: int = 0
     out: str | None = None
     background: tuple[int, int, int] = (255, 255, 255)
+    class_weight: str = "auto"  # "auto": balanced weights when largest/smallest class > 3; "none"
 
     def validate(self) -> TrainConfig:
         """Raise ``UsageError`` naming the first option with an unusable value."""
@@ -49,6 +50,8 @@ class TrainConfig:
                 "a size in pixels from 32 to 1024",
             ),
         ]
+        if self.class_weight not in ("auto", "none"):
+            raise UsageError(f"--class-weight {self.class_weight}: must be auto or none")
         for option, ok, what in checks:
             if not ok:
                 value = getattr(self, option[2:].replace("-", "_"))

@@ -95,6 +95,20 @@ def _digest_or_error(path: Path) -> tuple[str | None, str | None]:
         return None, f"cannot read: {exc.strerror or exc}"
 
 
+def digest_files(
+    paths: Sequence[Path], workers: int | None = None
+) -> dict[Path, tuple[str | None, str | None]]:
+    """``path -> (content digest, None)`` or ``(None, reason)`` for files that cannot be read.
+
+    Example
+    -------
+    >>> digest_files([Path("a.png")])  # doctest: +SKIP
+    {PosixPath('a.png'): ('9f2c...', None)}
+    """
+    with ThreadPoolExecutor(workers or default_workers()) as pool:
+        return dict(zip(paths, pool.map(_digest_or_error, paths)))
+
+
 def compute_embeddings(
     paths: Sequence[Path],
     embed_batch: Callable[[np.ndarray], np.ndarray],
@@ -106,13 +120,14 @@ def compute_embeddings(
     background: tuple[int, int, int] = WHITE,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    digested: dict[Path, tuple[str | None, str | None]] | None = None,
 ) -> EmbeddingResult:
     """Embed ``paths`` with ``embed_batch`` (uint8 ``(n, size, size, 3)`` -> ``(n, F)``).
 
     Cached vectors are reused; the rest are decoded in a thread pool (Pillow releases the
     GIL while decoding) a few batches ahead of the backbone, so memory holds only those
     batches, never all images. Unusable files are reported in ``errors``, never raised.
-    ``progress(n)`` is called as images are done.
+    ``progress(n)`` is called as images are done; ``digested`` reuses ``digest_files`` output.
 
     Example
     -------
@@ -122,20 +137,20 @@ def compute_embeddings(
     """
     paths = [Path(p) for p in paths]
     errors: dict[str, str] = {}
-    with ThreadPoolExecutor(workers or default_workers()) as pool:
-        digested = list(pool.map(_digest_or_error, paths))
-        digests = [d for d, _ in digested]
-        for path, (_, err) in zip(paths, digested):
-            if err:
-                errors[str(path)] = err
-        known = cache.get_many(key, [d for d in digests if d]) if cache else {}
-        cached = sum(1 for d in digests if d in known)
-        todo: dict[str, Path] = {}
-        for path, digest in zip(paths, digests):
-            if digest and digest not in known and digest not in todo:
-                todo[digest] = path
-        if progress:
-            progress(len(paths) - len(todo))
+    missing = [p for p in paths if digested is None or p not in digested]
+    digested = {**(digested or {}), **digest_files(missing, workers)}
+    digests = [digested[p][0] for p in paths]
+    for path in paths:
+        if digested[path][1]:
+            errors[str(path)] = digested[path][1]
+    known = cache.get_many(key, [d for d in digests if d]) if cache else {}
+    cached = sum(1 for d in digests if d in known)
+    todo: dict[str, Path] = {}
+    for path, digest in zip(paths, digests):
+        if digest and digest not in known and digest not in todo:
+            todo[digest] = path
+    if progress:
+        progress(len(paths) - len(todo))
 
     items = list(todo.items())
     failed_digests: dict[str, str] = {}

@@ -40,10 +40,12 @@ def train_head(
     label_smoothing: float = 0.1,
     patience: int = 10,
     seed: int = 0,
+    class_weight: dict[int, float] | None = None,
     verbose: int = 0,
 ) -> tuple[keras.Sequential, dict[str, list[float]]]:
     """Train the head with Adam; with validation data, stop early on validation loss and
-    restore the best epoch's weights.
+    restore the best epoch's weights. ``class_weight`` scales each training example's loss
+    by its class's weight (imbalanced data).
 
     Returns the head and its history (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``).
 
@@ -65,7 +67,10 @@ def train_head(
     )
 
     def batches(x: np.ndarray, y: np.ndarray, shuffle: bool) -> tf.data.Dataset:
-        ds = tf.data.Dataset.from_tensor_slices((x, keras.utils.to_categorical(y, num_classes)))
+        tensors = (x, keras.utils.to_categorical(y, num_classes))
+        if shuffle and class_weight:
+            tensors += (np.array([class_weight[int(label)] for label in y], np.float32),)
+        ds = tf.data.Dataset.from_tensor_slices(tensors)
         if shuffle:
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

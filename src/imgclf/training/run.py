@@ -27,7 +27,7 @@ from ..evaluation.metrics import compute_metrics, write_predictions_csv
 from ..fileio import atomic_path, write_json, write_text
 from ..progress import Reporter
 from .config import TrainConfig
-from .embeddings import EmbeddingCache, compute_embeddings
+from .embeddings import EmbeddingCache, compute_embeddings, digest_files
 
 DECODE_VERSION = (
     "pillow-bilinear-v1"  # bump when decode_image's output changes: invalidates cached embeddings
@@ -79,6 +79,28 @@ def embedding_key(backbone: backbones.Backbone, size: int, background: tuple[int
     return f"{backbone.name}|w={weights}|{size}px|{backbone.preprocessing_id}|{DECODE_VERSION}|bg={bg}"
 
 
+IMBALANCE_RATIO = 3.0
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
+    """scikit-learn's "balanced" weights when the largest class is over 3x the smallest, else None.
+
+    Example
+    -------
+    >>> balanced_class_weights(np.array([0] * 8 + [1] * 2), 2)
+    {0: 0.625, 1: 2.5}
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    counts = np.bincount(labels, minlength=num_classes)
+    present = counts[counts > 0]
+    if present.max() / present.min() <= IMBALANCE_RATIO:
+        return None
+    classes = np.flatnonzero(counts)
+    weights = compute_class_weight("balanced", classes=classes, y=labels)
+    return {int(c): float(w) for c, w in zip(classes, weights)}
+
+
 def _history_csv(history: dict[str, list[float]]) -> str:
     buf = io.StringIO()
     keys = list(history)
@@ -120,6 +142,14 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed)
     for w in dataset.warnings:
         reporter.warn(w)
+    # Identical files must not sit on both sides of the split (it inflates validation
+    # accuracy): split again with content hashes as groups when there are duplicates.
+    digested = digest_files([p for s in dataset.splits.values() for p in s.paths])
+    groups = {p: d for p, (d, _) in digested.items() if d}
+    duplicates = len(groups) - len(set(groups.values()))
+    if duplicates:
+        dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed, groups=groups)
+        reporter.info(f"{duplicates} duplicate image(s) found: each set kept on one side of the split")
     run_dir = Path(config.out) if config.out else _default_run_dir(Path(config.data))
     run_dir.mkdir(parents=True, exist_ok=True)
     counts = {name: len(s) for name, s in dataset.splits.items()}
@@ -146,6 +176,7 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
                 batch_size=32,
                 background=config.background,
                 progress=advance,
+                digested=digested,
             )
     finally:
         cache.close()
@@ -175,6 +206,14 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
         )
     x_val, y_val, _ = vectors.get("val", (None, None, None))
 
+    class_weight = (
+        balanced_class_weights(y_train, len(dataset.classes)) if config.class_weight == "auto" else None
+    )
+    if class_weight:
+        reporter.info(
+            f"imbalanced classes (largest/smallest > {IMBALANCE_RATIO:g}): using balanced class weights"
+        )
+
     t1 = time.perf_counter()
     head, history = train_head(
         x_train,
@@ -189,6 +228,7 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
         label_smoothing=config.label_smoothing,
         patience=config.patience,
         seed=config.seed,
+        class_weight=class_weight,
     )
     head_seconds = time.perf_counter() - t1
 
@@ -223,6 +263,9 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
                 "head": round(head_seconds, 3),
                 "total": round(time.perf_counter() - started, 3),
             },
+            "class_weights": {dataset.classes[i]: round(w, 4) for i, w in class_weight.items()}
+            if class_weight
+            else None,
             "images_embedded": result.computed,
             "images_from_cache": result.cached,
         }
