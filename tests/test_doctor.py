@@ -124,3 +124,60 @@ def test_train_completes_on_the_hostile_folder_and_lists_skipped_files(hostile_f
     assert skipped == set(BROKEN) | (set() if _locked_is_readable(hostile_folder) else {"locked.png"})
     assert "empty_class" not in result.classes and {"Blue", "blue", "red", "green"} <= set(result.classes)
     assert (result.run_dir / "model.keras").exists()
+
+
+def test_label_issues_find_flipped_labels(sample_copy, tmp_path):
+    """Flip 5% of the labels: at least half of the flipped images rank in the top 10%."""
+    import shutil
+
+    import numpy as np
+
+    from imgclf.evaluation.data_issues import embedding_checks
+
+    data = tmp_path / "flipped"
+    shutil.copytree(sample_copy / "train", data)
+    images = sorted(data.rglob("*.png"))
+    classes = sorted(p.name for p in data.iterdir())
+    rng = np.random.default_rng(0)
+    flipped = set()
+    for i in rng.choice(len(images), size=len(images) // 20, replace=False):
+        src = images[i]
+        other = classes[(classes.index(src.parent.name) + 1 + rng.integers(len(classes) - 1)) % len(classes)]
+        dst = data / other / f"flipped_{src.name}"
+        src.rename(dst)
+        flipped.add(str(dst))
+    report = check_dataset(data)
+    written = embedding_checks(report, label_issues=True, out=tmp_path / "out", reporter=Reporter(quiet=True))
+    rows = (tmp_path / "out" / "label_issues.csv").read_text().splitlines()
+    assert rows[0].startswith("rank,path,given_label,suggested_label")
+    ranked = [line.split(",")[1] for line in rows[1:]]
+    top = ranked[: len(images) // 10]
+    assert len(flipped & set(top)) >= len(flipped) / 2
+    assert written["label_issues.png"].endswith("label_issues.png")
+    assert _problem(report, "label_issues").severity == "warning"
+
+
+def test_near_duplicates_across_splits(sample_copy, tmp_path, capsys):
+    from PIL import Image
+
+    data = tmp_path / "near"
+    import shutil
+
+    shutil.copytree(sample_copy, data)
+    src = next((data / "train" / "bag").glob("*.png"))
+    # a re-encoded, slightly brightened copy in test/: not byte-identical, same picture
+    img = Image.open(src).convert("RGB").point(lambda v: min(255, v + 3))
+    img.save(data / "test" / "bag" / "copy_of_train.png")
+    assert main(["check", str(data), "--near-duplicates", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    leak = next(p for p in report["problems"] if p["kind"] == "near_duplicate_leakage")
+    assert any(str(src) in group and "copy_of_train.png" in group for group in leak["paths"])
+
+
+def test_issues_command_on_a_run(capsys, trained_run):
+    assert main(["issues", str(trained_run.run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "likely label issue(s)" in out
+    assert (trained_run.run_dir / "label_issues.csv").exists() and (
+        trained_run.run_dir / "label_issues.png"
+    ).exists()

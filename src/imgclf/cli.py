@@ -46,19 +46,77 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
+    "--near-duplicates", is_flag=True, help="Also find near-identical images (backbone embeddings)."
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.97,
+    show_default=True,
+    help="Cosine similarity for --near-duplicates.",
+)
+@click.option(
+    "--label-issues", is_flag=True, help="Also rank likely mislabeled images (cleanlab on embeddings)."
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where --label-issues writes label_issues.csv/.png (default ./check-<data>).",
+)
+@click.option(
     "--max-paths", type=int, default=5, show_default=True, help="Paths shown per problem (all with --json)."
 )
 @click.pass_context
-def check(ctx: click.Context, data: Path, as_json: bool, max_paths: int) -> None:
+def check(
+    ctx: click.Context,
+    data: Path,
+    as_json: bool,
+    max_paths: int,
+    near_duplicates: bool,
+    threshold: float,
+    label_issues: bool,
+    out: Path | None,
+) -> None:
     """Dataset doctor: statistics and problems of DATA. Exit 0 clean, 1 warnings, 2 fatal."""
     from .data.doctor import check_dataset
 
+    if not 0 < threshold <= 1:
+        raise UsageError(f"--threshold {threshold}: must be in (0, 1]")
     report = check_dataset(data)
+    written = {}
+    if (near_duplicates or label_issues) and report.exit_code < 2:
+        from .evaluation.data_issues import embedding_checks
+
+        out = out or Path(f"check-{data.resolve().name}")
+        written = embedding_checks(
+            report,
+            near_duplicates=near_duplicates,
+            threshold=threshold,
+            label_issues=label_issues,
+            out=out,
+            reporter=_reporter(ctx),
+        )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
         _print_check(report, max_paths)
+        for name, path in written.items():
+            click.echo(f"{name}: {path}")
     ctx.exit(report.exit_code)
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.pass_context
+def issues(ctx: click.Context, run: Path) -> None:
+    """Rank a run's likely mislabeled images (writes RUN/label_issues.csv and .png)."""
+    from .evaluation.data_issues import run_label_issues
+
+    written, count = run_label_issues(run, reporter=_reporter(ctx))
+    click.echo(f"{count} likely label issue(s)")
+    for name, path in written.items():
+        click.echo(f"{name}: {path}")
 
 
 def _print_check(report, max_paths: int) -> None:
@@ -84,7 +142,11 @@ def _print_check(report, max_paths: int) -> None:
             f"formats {stats['formats']}; EXIF-rotated {stats['exif_rotated']}"
         )
     if report.imbalance_ratio:
-        note = " (> 3: `imgclf train` uses balanced class weights by default)" if report.imbalance_ratio > 3 else ""
+        note = (
+            " (> 3: `imgclf train` uses balanced class weights by default)"
+            if report.imbalance_ratio > 3
+            else ""
+        )
         console.print(f"imbalance ratio (largest/smallest class): {report.imbalance_ratio:.2f}{note}")
     if report.ignored:
         console.print(

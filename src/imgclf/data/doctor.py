@@ -69,6 +69,9 @@ class CheckReport:
     ignored: list[dict[str, str]]
     files_scanned: int
     seconds: float
+    usable_images: list[tuple[str, str, str]] = field(
+        default_factory=list, repr=False
+    )  # (path, split, class)
 
     @property
     def exit_code(self) -> int:
@@ -78,6 +81,7 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        del out["usable_images"]  # internal: for the embedding checks
         out["exit_code"] = self.exit_code
         return out
 
@@ -277,6 +281,7 @@ def check_dataset(root: str | Path, workers: int | None = None) -> CheckReport:
         ignored,
         len(records),
         round(time.perf_counter() - started, 3),
+        [(str(r.path), r.split, r.label) for r in usable],
     )
 
 

@@ -80,3 +80,21 @@ def plot_predictions_grid(
         ax.set_title(title, color="green" if pred == true else "red", fontsize=9)
     fig.suptitle("predictions (green: right, red: wrong)")
     return _save(fig, target)
+
+
+def plot_gallery(paths: Sequence[Path], titles: Sequence[str], target: Path, title: str) -> Path:
+    """Images in a grid, each with its title (red): for lists of suspicious images."""
+    n = max(1, len(paths))
+    cols = min(6, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.6), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, path, text in zip(axes.ravel(), paths, titles):
+        try:
+            ax.imshow(decode_image(path, 160))
+        except DecodeError:
+            pass
+        ax.set_title(text, color="red", fontsize=8)
+    fig.suptitle(title if paths else f"{title}: none found")
+    return _save(fig, target)

@@ -7,7 +7,6 @@ Files in the export folder (default ``RUN/export/``): ``model_<precision>.tflite
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..data.pipeline import decoded_batches
-from ..errors import ModelError, UsageError
+from ..errors import UsageError
 from ..fileio import atomic_path, write_json, write_text
 from ..progress import Reporter
+from ..training.run import RunInfo, read_run
 from .convert import IO_TYPES, PRECISIONS
 
 FORMATS = ("tflite", "savedmodel")
@@ -66,52 +66,6 @@ class ExportConfig:
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads {self.threads}: must be >= 1")
         return self
-
-
-@dataclass
-class RunInfo:
-    """What export needs from a run directory."""
-
-    run_dir: Path
-    model_file: Path
-    labels: list[str]
-    root: Path
-    splits: dict[str, list[tuple[Path, int]]]
-    background: tuple[int, int, int]
-    input_size: int
-    backbone: str
-
-
-def read_run(run: str | Path) -> RunInfo:
-    """Read a run directory's model, labels, split lists and decode settings."""
-    run_dir = Path(run)
-    if not run_dir.is_dir():
-        raise ModelError(f"{run_dir}: not a run directory (made by `imgclf train`)")
-    model_file, config_file = run_dir / "model.keras", run_dir / "config.json"
-    if not model_file.exists():
-        raise ModelError(f"{run_dir}: has no model.keras; train first (`imgclf train DATA --out {run_dir}`)")
-    if not config_file.exists():
-        raise ModelError(f"{run_dir}: has no config.json; is it a run directory made by `imgclf train`?")
-    try:
-        config = json.loads(config_file.read_text())
-        classes = list(config["classes"])
-        root = Path(config["dataset"]["root"])
-        splits = {
-            name: [(root / rel, classes.index(label)) for rel, label in rows]
-            for name, rows in config["splits"].items()
-        }
-        return RunInfo(
-            run_dir,
-            model_file,
-            classes,
-            root,
-            splits,
-            tuple(config["options"]["background"]),
-            int(config["backbone"]["input_size"]),
-            config["backbone"]["name"],
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{config_file}: unreadable run config ({type(exc).__name__}: {exc})") from None
 
 
 def calibration_paths(run: RunInfo, n: int, seed: int = 0) -> list[Path]:

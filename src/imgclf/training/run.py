@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import platform
 import time
 from dataclasses import dataclass
@@ -22,12 +23,12 @@ import numpy as np
 from .. import backbones
 from ..cache import cache_dir
 from ..data.dataset import Dataset, Split, load_dataset
-from ..errors import DataError
+from ..errors import DataError, ModelError
 from ..evaluation.metrics import compute_metrics, write_predictions_csv
 from ..fileio import atomic_path, write_json, write_text
 from ..progress import Reporter
 from .config import TrainConfig
-from .embeddings import EmbeddingCache, compute_embeddings, digest_files
+from .embeddings import EmbeddingCache, EmbeddingResult, compute_embeddings, digest_files
 
 DECODE_VERSION = (
     "pillow-bilinear-v1"  # bump when decode_image's output changes: invalidates cached embeddings
@@ -72,6 +73,52 @@ def _default_run_dir(data: Path) -> Path:
     return Path("runs") / f"{data.resolve().name or 'data'}-{stamp}"
 
 
+@dataclass
+class RunInfo:
+    """What export needs from a run directory."""
+
+    run_dir: Path
+    model_file: Path
+    labels: list[str]
+    root: Path
+    splits: dict[str, list[tuple[Path, int]]]
+    background: tuple[int, int, int]
+    input_size: int
+    backbone: str
+
+
+def read_run(run: str | Path) -> RunInfo:
+    """Read a run directory's model, labels, split lists and decode settings."""
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise ModelError(f"{run_dir}: not a run directory (made by `imgclf train`)")
+    model_file, config_file = run_dir / "model.keras", run_dir / "config.json"
+    if not model_file.exists():
+        raise ModelError(f"{run_dir}: has no model.keras; train first (`imgclf train DATA --out {run_dir}`)")
+    if not config_file.exists():
+        raise ModelError(f"{run_dir}: has no config.json; is it a run directory made by `imgclf train`?")
+    try:
+        config = json.loads(config_file.read_text())
+        classes = list(config["classes"])
+        root = Path(config["dataset"]["root"])
+        splits = {
+            name: [(root / rel, classes.index(label)) for rel, label in rows]
+            for name, rows in config["splits"].items()
+        }
+        return RunInfo(
+            run_dir,
+            model_file,
+            classes,
+            root,
+            splits,
+            tuple(config["options"]["background"]),
+            int(config["backbone"]["input_size"]),
+            config["backbone"]["name"],
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{config_file}: unreadable run config ({type(exc).__name__}: {exc})") from None
+
+
 def embedding_key(backbone: backbones.Backbone, size: int, background: tuple[int, int, int]) -> str:
     """Everything that changes an embedding besides the file's bytes."""
     bg = "-".join(map(str, background))
@@ -109,6 +156,44 @@ def _history_csv(history: dict[str, list[float]]) -> str:
     for i in range(len(history[keys[0]]) if keys else 0):
         w.writerow([i + 1, *(f"{history[k][i]:.6f}" for k in keys)])
     return buf.getvalue()
+
+
+def embed_images(
+    paths: list[Path],
+    backbone: backbones.Backbone,
+    size: int,
+    background: tuple[int, int, int],
+    reporter: Reporter,
+    digested: dict | None = None,
+) -> tuple[EmbeddingResult, Any]:
+    """Backbone embeddings of ``paths`` through the on-disk cache, with a progress bar.
+
+    Returns the ``EmbeddingResult`` and the feature extractor (0..255 RGB in, features out).
+
+    Example
+    -------
+    >>> result, _ = embed_images(paths, backbones.get("efficientnet_lite0"), 224, (255, 255, 255), Reporter())  # doctest: +SKIP
+    """
+    from .head import feature_extractor
+
+    features = feature_extractor(backbone.build(size), backbone.preprocessing(), size)
+    cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
+    try:
+        with reporter.bar(f"embedding ({backbone.name})", len(paths)) as advance:
+            result = compute_embeddings(
+                paths,
+                features.predict_on_batch,
+                cache,
+                embedding_key(backbone, size, background),
+                size,
+                batch_size=32,
+                background=background,
+                progress=advance,
+                digested=digested,
+            )
+    finally:
+        cache.close()
+    return result, features
 
 
 def train(data: str | Path, *, reporter: Reporter | None = None, **options: Any) -> TrainResult:
@@ -159,27 +244,11 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
         + f" images -> {run_dir}"
     )
 
-    from .head import assemble, feature_extractor, train_head  # imports TensorFlow: after the cheap checks
+    from .head import assemble, train_head  # imports TensorFlow: after the cheap checks
 
-    features = feature_extractor(backbone.build(size), backbone.preprocessing(), size)
     all_paths = [p for s in dataset.splits.values() for p in s.paths]
-    cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
     t0 = time.perf_counter()
-    try:
-        with reporter.bar(f"embedding ({backbone.name})", len(all_paths)) as advance:
-            result = compute_embeddings(
-                all_paths,
-                features.predict_on_batch,
-                cache,
-                embedding_key(backbone, size, config.background),
-                size,
-                batch_size=32,
-                background=config.background,
-                progress=advance,
-                digested=digested,
-            )
-    finally:
-        cache.close()
+    result, features = embed_images(all_paths, backbone, size, config.background, reporter, digested)
     backbone_seconds = time.perf_counter() - t0
     if result.errors:
         first = "; ".join(f"{p}: {why}" for p, why in list(result.errors.items())[:3])
