@@ -29,6 +29,7 @@ bench: setup
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/export_speed.py
+	$(BIN)/python benchmarks/check_speed.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

@@ -33,9 +33,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 TOOL = Path(os.environ.get("FMNIST_TOOL", ROOT.parent / "shared" / "tools" / "fmnist_folders.py"))
 
 
-def dataset(per_class: int) -> Path:
-    out = DATA / f"fmnist-{per_class}"
-    if not (out / "test").exists():
+def dataset(per_class: int, test_per_class: int = 100) -> Path:
+    out = (
+        DATA / f"fmnist-{per_class}"
+        if test_per_class == 100
+        else DATA / f"fmnist-{per_class}-test{test_per_class}"
+    )
+    if not (out / "train").exists():
         shutil.rmtree(out, ignore_errors=True)
         subprocess.run(
             [
@@ -45,7 +49,7 @@ def dataset(per_class: int) -> Path:
                 "--train-per-class",
                 str(per_class),
                 "--test-per-class",
-                "100",
+                str(test_per_class),
                 "--seed",
                 "0",
             ],

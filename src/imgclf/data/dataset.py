@@ -105,6 +105,11 @@ def _check_classes(images: dict[str, list[Path]], where: Path) -> None:
         )
     if len(images) < 2:
         only = next(iter(images))
+        if only in ("train", *_VAL_ALIASES, "test"):
+            raise DataError(
+                f"{where}: the only class folder is {only!r}; pass {where / only} as DATA, or add val/ or test/ "
+                f"beside it for a pre-split layout"
+            )
         raise DataError(
             f"{where}: only one class ({only!r}); put each class's images in its own subfolder, at least 2 classes"
         )
