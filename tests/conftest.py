@@ -107,7 +107,7 @@ def _png_header_only(width: int, height: int) -> bytes:
     )
 
 
-BROKEN = ["zero.jpg", "truncated.jpg", "bad_crc.png", "text.png", "page.jpg", "bomb.png"]
+BROKEN = ["zero.jpg", "truncated.jpg", "bad_crc.png", "text.png", "page.jpg", "bomb.png", "gone.jpg"]
 
 
 @pytest.fixture
@@ -134,6 +134,7 @@ def hostile_folder(tmp_path) -> Path:
     (cat / "text.png").write_text("this is not a picture\n")
     (cat / "page.jpg").write_text("<html><body>404</body></html>")
     (cat / "bomb.png").write_bytes(_png_header_only(40000, 40000))
+    (cat / "gone.jpg").symlink_to(tmp_path / "deleted-after-sync.jpg")  # dangling link
     # unusual but valid images
     Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(cat / "cmyk.jpg")
     Image.fromarray(np.full((40, 40), 50000, np.uint16)).save(cat / "gray16.png")

@@ -180,3 +180,15 @@ def _png_header_only(width: int, height: int) -> bytes:
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     with pytest.raises(DecodeError, match="too large"):
         decode_image(_broken(tmp_path, "bomb.png", _png_header_only(40000, 40000)))
+
+
+def test_permission_denied_is_a_reason_not_a_crash(tmp_path, monkeypatch):
+    # Tests run as root in CI, where chmod 000 does not stop reads: simulate the denial.
+    path = _save(Image.new("RGB", (4, 4)), tmp_path / "locked.png")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(DecodeError, match="cannot read: Permission denied"):
+        decode_image(path)

@@ -31,6 +31,7 @@ def test_every_broken_file_is_reported_with_a_reason(hostile_folder):
     assert "too large" in reported["bomb.png"]
     assert "not an image" in reported["text.png"] and "not an image" in reported["page.jpg"]
     assert "corrupt or truncated" in reported["truncated.jpg"]
+    assert "cannot read" in reported["gone.jpg"]
     if not _locked_is_readable(hostile_folder):
         assert "cannot read" in reported["locked.png"]
     assert _problem(report, "non_image").paths[0].endswith("notes.txt: not an image file (extension)")

@@ -15,6 +15,7 @@ from .conftest import SAMPLE
 
 RUN_FILES = [
     "model.keras",
+    "check.json",
     "labels.txt",
     "config.json",
     "metrics.json",
@@ -166,3 +167,19 @@ def test_balanced_weights_only_past_the_ratio():
 
     assert balanced_class_weights(np.array([0] * 30 + [1] * 10), 2) is None  # ratio 3: not past it
     assert balanced_class_weights(np.array([0] * 31 + [1] * 10), 2) == pytest.approx({0: 41 / 62, 1: 41 / 20})
+
+
+def test_train_refuses_what_the_doctor_calls_fatal(tmp_path, capsys):
+    from imgclf.cli import main
+
+    from .conftest import COLORS, make_image
+
+    for i in range(6):
+        make_image(tmp_path / "a" / f"{i}.png", COLORS["red"], seed=i)
+    make_image(tmp_path / "b" / "0.png", COLORS["blue"])
+    for i in range(3):
+        (tmp_path / "b" / f"broken{i}.jpg").write_text("not a jpeg")
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "fewer than 2 usable images" in err and "imgclf check" in err
+    assert not (tmp_path / "run" / "model.keras").exists()

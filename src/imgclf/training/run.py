@@ -1,7 +1,7 @@
 """``train``: data folder -> embeddings -> head -> full model -> run directory.
 
 Run directory files (fixed names): ``model.keras``, ``labels.txt``, ``config.json``,
-``metrics.json``, ``history.csv``, ``predictions.csv``, ``training_curves.png``,
+``metrics.json``, ``check.json`` (the dataset doctor's report), ``history.csv``, ``predictions.csv``, ``training_curves.png``,
 ``confusion_matrix.png``, ``predictions_grid.png``.
 """
 
@@ -227,6 +227,7 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed)
     for w in dataset.warnings:
         reporter.warn(w)
+    doctor = _run_doctor(Path(config.data), reporter)
     # Identical files must not sit on both sides of the split (it inflates validation
     # accuracy): split again with content hashes as groups when there are duplicates.
     digested = digest_files([p for s in dataset.splits.values() for p in s.paths])
@@ -340,6 +341,7 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
         }
     )
     write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "check.json", doctor.to_dict())
     write_text(run_dir / "history.csv", _history_csv(history))
     write_json(run_dir / "config.json", _config_record(config, dataset, backbone, size, result.errors))
     from ..evaluation.plots import plot_confusion_matrix, plot_predictions_grid, plot_training_curves
@@ -358,6 +360,21 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     metrics["timing_seconds"]["total"] = round(time.perf_counter() - started, 3)
     write_json(run_dir / "metrics.json", metrics)
     return TrainResult(run_dir, metrics, model, dataset.classes)
+
+
+def _run_doctor(data: Path, reporter: Reporter):
+    """The dataset doctor's fast checks before any backbone work: fatal problems stop the
+    run with the doctor's own words; warnings are summarized (all of them go to check.json)."""
+    from ..data.doctor import check_dataset
+
+    report = check_dataset(data)
+    fatal = [p.message for p in report.problems if p.severity == "fatal"]
+    if fatal:
+        raise DataError(f"{data}: " + "; ".join(fatal) + " (run `imgclf check` for details)")
+    if report.problems:
+        kinds = ", ".join(f"{p.kind} ({len(p.paths)})" for p in report.problems)
+        reporter.warn(f"dataset doctor: {kinds}; details in check.json or `imgclf check {data}`")
+    return report
 
 
 def _full_model_check(
