@@ -183,3 +183,26 @@ def test_train_refuses_what_the_doctor_calls_fatal(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fewer than 2 usable images" in err and "imgclf check" in err
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_near_duplicates_stay_on_one_side_of_the_split(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "near"
+    for name in ("bag", "sneaker", "trouser"):
+        for i, src in enumerate(sorted((SAMPLE / "train" / name).glob("*.png"))[:10]):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            # 112 px originals: at 28 px, JPEG's 8x8 blocks alter the picture itself
+            photo = Image.open(src).convert("RGB").resize((112, 112), Image.Resampling.BICUBIC)
+            photo.save(root / name / f"{i:02d}.png")
+            if i < 4:  # a re-encoded copy: different bytes, same picture (cosine ~0.99)
+                photo.save(root / name / f"{i:02d} big.jpg", quality=95)
+    result = imgclf.train(root, out=str(tmp_path / "run"), epochs=2, reporter=Reporter(quiet=True))
+    config = json.loads((result.run_dir / "config.json").read_text())
+    side: dict[str, set[str]] = {}
+    for split, rows in config["splits"].items():
+        for rel, _ in rows:
+            side.setdefault(rel.split(" big")[0].removesuffix(".png"), set()).add(split)
+    pairs = {k: v for k, v in side.items() if int(k.split("/")[-1]) < 4}
+    assert len(pairs) == 12 and all(len(v) == 1 for v in pairs.values()), pairs
+    assert len(config["splits"]["val"]) >= 3

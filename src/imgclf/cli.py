@@ -207,6 +207,13 @@ def _print_check(report, max_paths: int) -> None:
     help="Colour transparent pixels are composited onto: white, black, gray, #RRGGBB or R,G,B.",
 )
 @click.option(
+    "--near-duplicate-threshold",
+    type=float,
+    default=0.97,
+    show_default=True,
+    help="Images whose embeddings are this similar (cosine) stay on one side of the split; 1 turns it off.",
+)
+@click.option(
     "--class-weight",
     type=click.Choice(["auto", "none"]),
     default="auto",

@@ -33,6 +33,7 @@ class TrainConfig:
     seed: int = 0
     out: str | None = None
     background: tuple[int, int, int] = (255, 255, 255)
+    near_duplicate_threshold: float = 0.97  # cosine similarity of embeddings; 1 turns grouping off
     class_weight: str = "auto"  # "auto": balanced weights when largest/smallest class > 3; "none"
 
     def validate(self) -> TrainConfig:
@@ -50,6 +51,8 @@ class TrainConfig:
                 "a size in pixels from 32 to 1024",
             ),
         ]
+        if not 0 < self.near_duplicate_threshold <= 1:
+            raise UsageError(f"--near-duplicate-threshold {self.near_duplicate_threshold}: must be in (0, 1]")
         if self.class_weight not in ("auto", "none"):
             raise UsageError(f"--class-weight {self.class_weight}: must be auto or none")
         for option, ok, what in checks:

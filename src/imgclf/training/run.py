@@ -255,19 +255,27 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
         first = "; ".join(f"{p}: {why}" for p, why in list(result.errors.items())[:3])
         reporter.warn(f"skipped {len(result.errors)} unreadable image(s): {first}")
 
-    # Split the embeddings back per split, dropping the images that could not be used.
-    vectors: dict[str, tuple[np.ndarray, np.ndarray, list[Path]]] = {}
-    start = 0
-    ok_rows = np.cumsum(result.ok) - 1
-    for name, split in dataset.splits.items():
-        mask = result.ok[start : start + len(split)]
-        rows = ok_rows[start : start + len(split)][mask]
-        vectors[name] = (
-            result.vectors[rows],
-            np.asarray(split.labels)[mask],
-            [p for p, m in zip(split.paths, mask) if m],
+    # Near-identical images (resized or re-encoded copies a content hash misses) must not sit
+    # on both sides of the split either: group them and split again if any pair straddles it.
+    ok_paths = [p for p, ok in zip(all_paths, result.ok) if ok]
+    row_of = {p: i for i, p in enumerate(ok_paths)}
+    near = _near_duplicate_groups(dataset, ok_paths, result.vectors, config.near_duplicate_threshold)
+    if near:
+        groups.update(near)
+        dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed, groups=groups)
+        reporter.info(
+            f"{len(set(near.values()))} set(s) of near-identical images kept on one side of the split"
         )
-        start += len(split)
+
+    # The embeddings of each split, without the images that could not be used.
+    vectors: dict[str, tuple[np.ndarray, np.ndarray, list[Path]]] = {}
+    for name, split in dataset.splits.items():
+        kept = [(p, y) for p, y in zip(split.paths, split.labels) if p in row_of]
+        vectors[name] = (
+            result.vectors[[row_of[p] for p, _ in kept]].reshape(len(kept), -1),
+            np.array([y for _, y in kept], dtype=int),
+            [p for p, _ in kept],
+        )
     x_train, y_train, _ = vectors["train"]
     missing = [c for i, c in enumerate(dataset.classes) if not np.any(y_train == i)]
     if missing:
@@ -360,6 +368,26 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     metrics["timing_seconds"]["total"] = round(time.perf_counter() - started, 3)
     write_json(run_dir / "metrics.json", metrics)
     return TrainResult(run_dir, metrics, model, dataset.classes)
+
+
+def _near_duplicate_groups(
+    dataset: Dataset, paths: list[Path], vectors: np.ndarray, threshold: float
+) -> dict[Path, str]:
+    """``path -> group id`` for every near-duplicate set, or ``{}`` when no set straddles the split.
+
+    All sets are returned, not only the straddling ones: splitting again moves images, and a
+    set that was on one side could otherwise end up on both. Folders given as val/ or test/
+    are never rearranged (the doctor reports leakage there).
+    """
+    if threshold >= 1.0 or len(paths) < 2:
+        return {}
+    from ..evaluation.data_issues import near_duplicate_groups
+
+    side = {p: name for name, s in dataset.splits.items() for p in s.paths}
+    sets = [[paths[i] for i in group] for group in near_duplicate_groups(vectors, threshold)]
+    if not any(len({side.get(p) for p in members}) > 1 for members in sets):
+        return {}
+    return {p: f"near:{k}" for k, members in enumerate(sets) for p in members}
 
 
 def _run_doctor(data: Path, reporter: Reporter):
