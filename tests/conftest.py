@@ -153,7 +153,7 @@ def hostile_folder(tmp_path) -> Path:
     rot.save(cat / "rotated.jpg", exif=exif.tobytes())
     Image.new("RGB", (1, 1), (220, 30, 30)).save(cat / "one_pixel.png")
     # names, nesting, system files, links, permissions
-    make_image(cat / "sub folder" / "deeper" / "ünïcödé näme.png", COLORS["red"], seed=999)
+    make_image(cat / "sub földer" / "déeper" / "ünïcödé näme.png", COLORS["red"], seed=999)
     (cat / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     (cat / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
     (cat / "loop").symlink_to(cat, target_is_directory=True)
