@@ -102,7 +102,8 @@ from pathlib import Path
 import numpy as np
 from imgclf import backbones
 from imgclf.cache import cache_dir
-from imgclf.training.embeddings import EmbeddingCache, content_digest
+from imgclf.fileio import content_digest
+from imgclf.training.embeddings import EmbeddingCache
 from imgclf.training.head import train_head
 from imgclf.training.run import embedding_key
 cfg = json.loads(Path({str(work / f"run-{per_class}-cold" / "config.json")!r}).read_text())

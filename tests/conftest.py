@@ -86,7 +86,8 @@ def exported(trained_run):
     return out, report
 
 
-def _png_header_only(width: int, height: int) -> bytes:
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG header claiming ``width`` x ``height`` pixels, with almost no pixel data."""
     import struct
     import zlib
 
@@ -133,7 +134,7 @@ def hostile_folder(tmp_path) -> Path:
     (cat / "bad_crc.png").write_bytes(bytes(data))
     (cat / "text.png").write_text("this is not a picture\n")
     (cat / "page.jpg").write_text("<html><body>404</body></html>")
-    (cat / "bomb.png").write_bytes(_png_header_only(40000, 40000))
+    (cat / "bomb.png").write_bytes(png_header_only(40000, 40000))
     (cat / "gone.jpg").symlink_to(tmp_path / "deleted-after-sync.jpg")  # dangling link
     # unusual but valid images
     Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(cat / "cmyk.jpg")

@@ -1,14 +1,14 @@
 """Every image mode decodes to the right RGB pixels; broken files fail with a reason, never a crash."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from imgclf.data.decode import DecodeError, decode_image
+
+from .conftest import png_header_only
 
 
 def _save(img: Image.Image, path, **kw):
@@ -159,27 +159,9 @@ def test_png_with_broken_crc(tmp_path):
         decode_image(_broken(tmp_path, "crc.png", bytes(data)))
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body))
-            + kind
-            + body
-            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 100))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     with pytest.raises(DecodeError, match="too large"):
-        decode_image(_broken(tmp_path, "bomb.png", _png_header_only(40000, 40000)))
+        decode_image(_broken(tmp_path, "bomb.png", png_header_only(40000, 40000)))
 
 
 def test_permission_denied_is_a_reason_not_a_crash(tmp_path, monkeypatch):

