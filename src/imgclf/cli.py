@@ -410,6 +410,13 @@ def _export_and_print(config, ctx: click.Context) -> None:
 @click.option(
     "--io-type", default="uint8", show_default=True, help="int8 model input/output: uint8, int8 or float32."
 )
+@click.option(
+    "--int8-head",
+    type=click.Choice(["refit", "keep"]),
+    default="refit",
+    show_default=True,
+    help="int8: re-fit the head on the int8 backbone's features (recovers accuracy), or keep it.",
+)
 @click.option("--threads", type=int, default=None, help="LiteRT threads for the parity and latency runs.")
 @click.option(
     "--runs", type=int, default=50, show_default=True, help="Latency runs per variant (after warm-up)."

@@ -42,6 +42,7 @@ class ExportConfig:
     out: str | None = None
     calibration_images: int = 200
     io_type: str = "uint8"
+    int8_head: str = "refit"  # "refit": head re-trained on the int8 backbone's features; "keep"
     threads: int | None = None
     latency_runs: int = 50
     name: str | None = None
@@ -59,6 +60,8 @@ class ExportConfig:
                 raise UsageError(f"--quantize {q}: unknown; choose from {', '.join(PRECISIONS)}")
         if self.io_type not in IO_TYPES:
             raise UsageError(f"--io-type {self.io_type}: unknown; choose from {', '.join(IO_TYPES)}")
+        if self.int8_head not in ("refit", "keep"):
+            raise UsageError(f"--int8-head {self.int8_head}: must be refit or keep")
         if self.calibration_images < 1:
             raise UsageError(f"--calibration-images {self.calibration_images}: must be >= 1")
         if self.latency_runs < 1:
@@ -114,6 +117,7 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
 
     from ..inference.backends import KerasBackend, LiteRTBackend, Normalization
     from .convert import save_savedmodel, to_tflite
+    from .int8_head import refit_head_for_int8
     from .metadata import ModelInfo, add_metadata
 
     keras_backend = KerasBackend(run.model_file)
@@ -149,7 +153,14 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
         for precision in config.quantize:
             reporter.info(f"converting to {precision} .tflite ...")
             t = time.perf_counter()
-            data = add_metadata(to_tflite(keras_backend.model, precision, calibration, config.io_type), info)
+            source, head_note = keras_backend.model, "as trained"
+            if precision == "int8" and config.int8_head == "refit":
+                if run.root.exists():
+                    source = refit_head_for_int8(keras_backend.model, run, calibration, run.options, reporter)
+                    head_note = "re-fitted on the int8 backbone's features"
+                else:
+                    reporter.warn(f"{run.root} is gone: int8 keeps the float-trained head")
+            data = add_metadata(to_tflite(source, precision, calibration, config.io_type), info)
             target = out / f"model_{precision}.tflite"
             with atomic_path(target) as tmp:
                 tmp.write_bytes(data)
@@ -161,6 +172,7 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
                     "name": precision,
                     "file": str(target),
                     "bytes": len(data),
+                    "head": head_note,
                     "convert_seconds": round(time.perf_counter() - t, 2),
                 }
             )

@@ -85,6 +85,7 @@ class RunInfo:
     background: tuple[int, int, int]
     input_size: int
     backbone: str
+    options: dict[str, Any]  # the run's training options, as in config.json
 
 
 def read_run(run: str | Path) -> RunInfo:
@@ -114,6 +115,7 @@ def read_run(run: str | Path) -> RunInfo:
             tuple(config["options"]["background"]),
             int(config["backbone"]["input_size"]),
             config["backbone"]["name"],
+            dict(config["options"]),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{config_file}: unreadable run config ({type(exc).__name__}: {exc})") from None
