@@ -70,9 +70,11 @@ class CheckReport:
     ignored: list[dict[str, str]]
     files_scanned: int
     seconds: float
+    # Internal, for training and the embedding checks (left out of the JSON report):
     usable_images: list[tuple[str, str, str]] = field(
         default_factory=list, repr=False
     )  # (path, split, class)
+    digests: dict[str, str] = field(default_factory=dict, repr=False)  # path -> content digest
 
     @property
     def exit_code(self) -> int:
@@ -82,7 +84,7 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        del out["usable_images"]  # internal: for the embedding checks
+        del out["usable_images"], out["digests"]
         out["exit_code"] = self.exit_code
         return out
 
@@ -281,6 +283,7 @@ def check_dataset(root: str | Path, workers: int | None = None) -> CheckReport:
         len(records),
         round(time.perf_counter() - started, 3),
         [(str(r.path), r.split, r.label) for r in usable],
+        {str(r.path): r.digest for r in usable},
     )
 
 

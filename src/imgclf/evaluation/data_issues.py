@@ -161,7 +161,8 @@ def embedding_checks(
     backbone = backbones.get(model)
     items = report.usable_images
     paths = [Path(p) for p, _, _ in items]
-    result, _ = embed_images(paths, backbone, backbone.input_size, WHITE, reporter)
+    digested = {Path(p): (d, None) for p, d in report.digests.items()}
+    result, _ = embed_images(paths, backbone, backbone.input_size, WHITE, reporter, digested)
     kept = [item for item, ok in zip(items, result.ok) if ok]
     written: dict[str, str] = {}
     if near_duplicates:

@@ -232,7 +232,10 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     doctor = _run_doctor(Path(config.data), reporter)
     # Identical files must not sit on both sides of the split (it inflates validation
     # accuracy): split again with content hashes as groups when there are duplicates.
-    digested = digest_files([p for s in dataset.splits.values() for p in s.paths])
+    # The doctor already hashed every usable file: hash only what it could not use.
+    digested = {Path(p): (d, None) for p, d in doctor.digests.items()}
+    paths = [p for s in dataset.splits.values() for p in s.paths]
+    digested.update(digest_files([p for p in paths if p not in digested]))
     groups = {p: d for p, (d, _) in digested.items() if d}
     duplicates = len(groups) - len(set(groups.values()))
     if duplicates:
