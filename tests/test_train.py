@@ -210,3 +210,13 @@ def test_near_duplicates_stay_on_one_side_of_the_split(tmp_path):
     pairs = {k: v for k, v in side.items() if int(k.split("/")[-1]) < 4}
     assert len(pairs) == 12 and all(len(v) == 1 for v in pairs.values()), pairs
     assert len(config["splits"]["val"]) >= 3
+
+
+def test_outputs_are_readable_like_normal_files(trained_run):
+    """Atomic writes go through private temporary files; the results must not stay private."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.keras", "labels.txt", "config.json", "metrics.json", "predictions.csv"):
+        assert (trained_run.run_dir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

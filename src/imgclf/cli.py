@@ -242,6 +242,7 @@ def train(
     lines.append(
         f"plots: {result.run_dir / 'confusion_matrix.png'}, {result.run_dir / 'predictions_grid.png'}"
     )
+    lines.append(f"report: {result.run_dir / 'report.html'}")
     click.echo("\n".join(lines))
     if do_export:
         from .export.run import ExportConfig
@@ -451,6 +452,17 @@ def export(
         **options,
     )
     _export_and_print(config.validate(), ctx)
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+def report(run: Path) -> None:
+    """(Re)build RUN/report.html: one self-contained page with the run's whole story."""
+    from .evaluation.report import build_report
+
+    if not run.is_dir():
+        raise UsageError(f"{run}: not a run directory (made by `imgclf train`)")
+    click.echo(f"report: {build_report(run)}")
 
 
 @cli.command()

@@ -16,6 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# mkstemp/mkdtemp create private (0600/0700) files; outputs get the modes the user's umask
+# would give a normal file, as if written in place.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -37,6 +44,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)

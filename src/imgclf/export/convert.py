@@ -14,6 +14,7 @@ import numpy as np
 from .._keras import keras
 from .._quiet import captured_fds
 from ..errors import UsageError
+from ..fileio import DIR_MODE
 
 PRECISIONS = ("float32", "dynamic", "float16", "int8")
 IO_TYPES = ("uint8", "int8", "float32")
@@ -130,6 +131,7 @@ def save_savedmodel(model: keras.Model, labels: Sequence[str], target: Path) -> 
         with captured_fds():
             tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
         (tmp / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+        os.chmod(tmp, DIR_MODE)
         old = target.with_name(f".{target.name}.old")
         if target.exists():
             os.replace(target, old)

@@ -185,6 +185,10 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
     report["calibration"] = {"images": len(calibration), "skipped": skipped_calibration}
     write_json(out / "report.json", report)
     write_text(out / "report.md", report_markdown(report))
+    if out == run.run_dir / "export" and (run.run_dir / "metrics.json").exists():
+        from ..evaluation.report import build_report
+
+        build_report(run.run_dir)  # now with the parity table
     return report
 
 

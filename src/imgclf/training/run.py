@@ -1,8 +1,9 @@
 """``train``: data folder -> embeddings -> head -> full model -> run directory.
 
 Run directory files (fixed names): ``model.keras``, ``labels.txt``, ``config.json``,
-``metrics.json``, ``check.json`` (the dataset doctor's report), ``history.csv``, ``predictions.csv``, ``training_curves.png``,
-``confusion_matrix.png``, ``predictions_grid.png``.
+``metrics.json``, ``check.json`` (the dataset doctor's report), ``report.html``,
+``history.csv``, ``predictions.csv``, ``training_curves.png``, ``confusion_matrix.png``,
+``predictions_grid.png``.
 """
 
 from __future__ import annotations
@@ -371,6 +372,9 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
         plot_predictions_grid(paths, y, probs, dataset.classes, run_dir / "predictions_grid.png")
     metrics["timing_seconds"]["total"] = round(time.perf_counter() - started, 3)
     write_json(run_dir / "metrics.json", metrics)
+    from ..evaluation.report import build_report
+
+    build_report(run_dir)
     return TrainResult(run_dir, metrics, model, dataset.classes)
 
 
