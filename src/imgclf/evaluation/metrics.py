@@ -52,6 +52,28 @@ def compute_metrics(
     return out
 
 
+def write_evaluation(
+    out: Path,
+    paths: Sequence[Path],
+    y_true: Sequence[int],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    matrix: Sequence[Sequence[int]],
+    root: Path | None = None,
+) -> None:
+    """The files of one evaluation: ``predictions.csv``, ``confusion_matrix.png``, ``predictions_grid.png``.
+
+    Example
+    -------
+    >>> write_evaluation(Path("runs/demo"), paths, y, probs, classes, metrics["confusion_matrix"])  # doctest: +SKIP
+    """
+    from .plots import plot_confusion_matrix, plot_predictions_grid
+
+    write_predictions_csv(out / "predictions.csv", paths, y_true, probs, classes, root=root)
+    plot_confusion_matrix(matrix, classes, out / "confusion_matrix.png")
+    plot_predictions_grid(paths, y_true, probs, classes, out / "predictions_grid.png")
+
+
 def write_predictions_csv(
     target: Path,
     paths: Sequence[Path],

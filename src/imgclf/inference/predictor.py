@@ -13,7 +13,7 @@ from ..data.dataset import find_images, load_dataset
 from ..data.decode import WHITE
 from ..data.pipeline import decoded_batches
 from ..errors import ModelError, UsageError
-from ..evaluation.metrics import compute_metrics, write_predictions_csv
+from ..evaluation.metrics import compute_metrics, write_evaluation
 from ..fileio import write_json
 from .backends import KerasBackend, LiteRTBackend, Normalization, SavedModelBackend
 
@@ -230,16 +230,12 @@ class Classifier:
             {"path": str(split.paths[i]), "reason": why} for i, why in errors.items()
         ]
         if out is not None:
-            from ..evaluation.plots import plot_confusion_matrix, plot_predictions_grid
-
             out = Path(out)
             paths = [p for p, good in zip(split.paths, ok) if good]
             write_json(out / "metrics.json", metrics)
-            write_predictions_csv(
-                out / "predictions.csv", paths, y[ok], probs[ok], self.labels, root=dataset.root
+            write_evaluation(
+                out, paths, y[ok], probs[ok], self.labels, metrics["confusion_matrix"], dataset.root
             )
-            plot_confusion_matrix(metrics["confusion_matrix"], self.labels, out / "confusion_matrix.png")
-            plot_predictions_grid(paths, y[ok], probs[ok], self.labels, out / "predictions_grid.png")
         return metrics
 
 

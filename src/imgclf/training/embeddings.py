@@ -72,7 +72,6 @@ class EmbeddingResult:
 
     vectors: np.ndarray  # (n_ok, features) float32, in input order of the usable paths
     ok: np.ndarray  # bool mask over the input paths
-    digests: list[str | None]
     errors: dict[str, str] = field(default_factory=dict)  # path -> reason
     computed: int = 0  # images that went through the backbone (cache misses)
     cached: int = 0
@@ -171,5 +170,5 @@ def compute_embeddings(
         else np.zeros((0, dim), np.float32)
     )
     return EmbeddingResult(
-        vectors, ok, digests, errors, computed=computed, cached=cached, seconds=time.perf_counter() - started
+        vectors, ok, errors, computed=computed, cached=cached, seconds=time.perf_counter() - started
     )

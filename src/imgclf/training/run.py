@@ -25,7 +25,7 @@ from .. import backbones
 from ..cache import cache_dir
 from ..data.dataset import Dataset, Split, load_dataset
 from ..errors import DataError, ModelError
-from ..evaluation.metrics import compute_metrics, write_predictions_csv
+from ..evaluation.metrics import compute_metrics, write_evaluation
 from ..fileio import atomic_path, write_json, write_text
 from ..progress import Reporter
 from .config import TrainConfig
@@ -353,23 +353,18 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
             "images_from_cache": result.cached,
         }
     )
-    write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "check.json", doctor.to_dict())
     write_text(run_dir / "history.csv", _history_csv(history))
     write_json(run_dir / "config.json", _config_record(config, dataset, backbone, size, result.errors))
-    from ..evaluation.plots import plot_confusion_matrix, plot_predictions_grid, plot_training_curves
+    from ..evaluation.plots import plot_training_curves
 
     plot_training_curves(history, run_dir / "training_curves.png")
     if report_split:
         _, y, paths = vectors[report_split]
-        probs = probs_by_split[report_split]
-        write_predictions_csv(
-            run_dir / "predictions.csv", paths, y, probs, dataset.classes, root=dataset.root
+        matrix = metrics[report_split]["confusion_matrix"]
+        write_evaluation(
+            run_dir, paths, y, probs_by_split[report_split], dataset.classes, matrix, dataset.root
         )
-        plot_confusion_matrix(
-            metrics[report_split]["confusion_matrix"], dataset.classes, run_dir / "confusion_matrix.png"
-        )
-        plot_predictions_grid(paths, y, probs, dataset.classes, run_dir / "predictions_grid.png")
     metrics["timing_seconds"]["total"] = round(time.perf_counter() - started, 3)
     write_json(run_dir / "metrics.json", metrics)
     from ..evaluation.report import build_report
