@@ -62,7 +62,7 @@ def test_metrics_are_consistent(trained_run):
     assert sum(c["support"] for c in m["test"]["per_class"].values()) == 200
     assert m["full_model_check"]["ok"]
     rows = list(csv.reader((trained_run.run_dir / "history.csv").open()))
-    assert rows[0][:1] == ["epoch"] and len(rows) - 1 == m["epochs_run"]
+    assert rows[0][:2] == ["stage", "epoch"] and len(rows) - 1 == m["epochs_run"]
 
 
 def test_saved_model_reproduces_predictions_csv(trained_run):

@@ -14,3 +14,7 @@ from ._quiet import captured_fds  # noqa: E402
 with captured_fds((2,)):
     import keras  # noqa: F401  (re-exported: `from imgclf._keras import keras`)
     import tensorflow  # noqa: F401
+
+if not os.environ.get("IMGCLF_DEBUG"):
+    # tf.function retracing notices (a last, smaller batch) are for TensorFlow developers.
+    tensorflow.get_logger().setLevel("ERROR")

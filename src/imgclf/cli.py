@@ -167,9 +167,47 @@ def _print_check(report, max_paths: int) -> None:
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path), required=False)
 @click.option(
     "--model", default="efficientnet_lite0", show_default=True, help="Backbone (see `imgclf models`)."
+)
+@click.option(
+    "--weights",
+    default="imagenet",
+    show_default=True,
+    help="imagenet (pretrained), none (train from scratch) or a weights file for the backbone.",
+)
+@click.option(
+    "--fine-tune",
+    default="off",
+    show_default=True,
+    help="Stage 2 on images: off, auto (when >= 50 images per class) or a fraction of blocks, e.g. 0.3.",
+)
+@click.option(
+    "--augment",
+    type=click.Choice(["light", "strong", "off"]),
+    default="light",
+    show_default=True,
+    help="Fine-tuning augmentation (flip, rotation, zoom, brightness, contrast).",
+)
+@click.option(
+    "--fine-tune-lr", type=float, default=1e-4, show_default=True, help="Peak fine-tuning learning rate."
+)
+@click.option("--fine-tune-epochs", type=int, default=20, show_default=True)
+@click.option("--fine-tune-patience", type=int, default=5, show_default=True)
+@click.option("--tensorboard", is_flag=True, help="Write TensorBoard logs into RUN/tensorboard/.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Repeat a run: its config.json (options given here override it).",
+)
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Continue an interrupted run directory from its last checkpoint.",
 )
 @click.option(
     "--epochs",
@@ -225,16 +263,63 @@ def _print_check(report, max_paths: int) -> None:
 )
 @click.pass_context
 def train(
-    ctx: click.Context, data: Path, out: Path | None, background: str, do_export: bool, **options
+    ctx: click.Context,
+    data: Path | None,
+    out: Path | None,
+    background: str,
+    do_export: bool,
+    config_file: Path | None,
+    resume: Path | None,
+    **options,
 ) -> None:
     """Train on DATA (one subfolder per class, or train/ val/ test/) and write a run directory."""
-    from .data.decode import parse_color
-    from .training.run import train as run_train
+    from click.core import ParameterSource
 
-    rgb = parse_color(background)
-    result = run_train(
-        data, out=str(out) if out else None, background=rgb, reporter=_reporter(ctx), **options
-    )
+    from .data.decode import parse_color
+    from .training.config import TrainConfig, read_config_file
+    from .training.run import train_from_config
+
+    given = {
+        k
+        for k in (*options, "background", "out")
+        if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE
+    }
+    reference = None
+    if resume and config_file:
+        raise UsageError("--resume and --config: give one (--resume continues a run, --config repeats one)")
+    if resume or config_file:
+        source = (resume / "config.json") if resume else config_file
+        if resume and not source.is_file():
+            raise UsageError(
+                f"--resume {resume}: not a run directory (no config.json); start it with `imgclf train`"
+            )
+        config, reference = read_config_file(source)
+        if resume:
+            config.out = str(resume)
+            if given:
+                raise UsageError(f"--resume: continues with the run's own options; drop {sorted(given)}")
+        else:
+            config.out = None  # a new run directory, unless --out
+        for name in given - {"background", "out"}:
+            setattr(config, name, options[name])
+        if data is not None and not resume:
+            config.data = str(data)
+    elif data is None:
+        raise UsageError("train: give DATA (a folder of class subfolders), --config FILE or --resume RUN")
+    else:
+        config = TrainConfig(data=str(data), **options)
+    if "background" in given or not (resume or config_file):
+        config.background = parse_color(background)
+    if out is not None:
+        config.out = str(out)
+    try:
+        result = train_from_config(
+            config, _reporter(ctx), resume=resume is not None, reference=None if resume else reference
+        )
+    except KeyboardInterrupt:
+        where = config.out or "the run directory"
+        click.echo(f"imgclf: interrupted; finished epochs are saved: imgclf train --resume {where}", err=True)
+        ctx.exit(130)
     m = result.metrics
     lines = [f"{s} accuracy: {m[s]['accuracy']:.3f} ({m[s]['n']} images)" for s in ("val", "test") if s in m]
     lines.append(f"run: {result.run_dir}")
@@ -466,13 +551,37 @@ def report(run: Path) -> None:
 
 
 @cli.command()
-def models() -> None:
-    """List the backbones imgclf can use."""
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json: bool) -> None:
+    """List the backbones: parameters, FLOPs at the default input size, weights, offline or not."""
     from . import backbones
+    from .backbones.stats import backbone_stats
 
+    rows = []
     for name in backbones.names():
         b = backbones.get(name)
-        click.echo(f"{name}\t{b.input_size}px\t{b.features}-d\t{b.weight_source}")
+        rows.append(
+            {
+                "name": name,
+                "input_size": b.input_size,
+                **backbone_stats(name),
+                "weights": b.weight_source,
+                "offline": b.offline(),
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'name':<20} {'params':>7} {'GFLOPs':>7} {'size':>5} {'feat':>5} {'offline':>7}  weights")
+    for r in rows:
+        click.echo(
+            f"{r['name']:<20} {r['params'] / 1e6:>6.2f}M {r['flops'] / 1e9:>7.2f} {r['input_size']:>5} "
+            f"{r['features']:>5} {'yes' if r['offline'] else 'no':>7}  {r['weights']}"
+        )
+    click.echo(
+        "not offline: `imgclf train --model NAME` downloads the weights once, "
+        "or pass --weights PATH (--weights none trains from scratch)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

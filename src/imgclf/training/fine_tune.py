@@ -1,0 +1,223 @@
+"""Stage 2: fine-tune the top of the backbone together with the head, on images.
+
+Stage 1 trained the head on cached embeddings. Here the top blocks of the backbone are
+unfrozen (BatchNormalization stays frozen and in inference mode, so its statistics are not
+ruined by small batches), images get on-the-fly augmentation (training only, in the input
+pipeline: the saved model never contains it), and Adam runs with a low learning rate,
+a linear warm-up and cosine decay. Early stopping on validation loss, best epoch restored.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._keras import keras
+from ..data.pipeline import decoded_batches
+from .checkpoints import EpochCheckpoint
+
+AUTO_MIN_IMAGES_PER_CLASS = 50
+AUGMENTATIONS = ("light", "strong", "off")
+
+
+def augmentation(strength: str, seed: int = 0) -> keras.Sequential | None:
+    """Random flip, rotation, zoom, brightness and contrast for 0..255 images (None for "off").
+
+    Example
+    -------
+    >>> augmentation("light").name
+    'augment_light'
+    """
+    if strength == "off":
+        return None
+    rot, zoom, light = {"light": (0.04, 0.1, 0.1), "strong": (0.1, 0.2, 0.25)}[strength]
+    L = keras.layers
+    return keras.Sequential(
+        [
+            L.RandomFlip("horizontal", seed=seed),
+            L.RandomRotation(rot, fill_mode="reflect", seed=seed + 1),
+            L.RandomZoom((-zoom, zoom), fill_mode="reflect", seed=seed + 2),
+            L.RandomBrightness(light, value_range=(0, 255), seed=seed + 3),
+            L.RandomContrast(light, value_range=(0, 255), seed=seed + 4),
+        ],
+        name=f"augment_{strength}",
+    )
+
+
+def resolve_fraction(setting: str, images_per_class: float) -> tuple[float, str]:
+    """``--fine-tune`` -> (fraction of blocks to unfreeze, why). 0 means no stage 2.
+
+    Example
+    -------
+    >>> resolve_fraction("auto", 20)
+    (0.0, 'fine-tuning skipped: 20 training images per class on average, auto needs 50')
+    >>> resolve_fraction("0.5", 20)[0]
+    0.5
+    """
+    if setting == "off":
+        return 0.0, "fine-tuning off (--fine-tune off)"
+    if setting == "auto":
+        if images_per_class >= AUTO_MIN_IMAGES_PER_CLASS:
+            return 0.3, (
+                f"fine-tuning the top 30% of the backbone: {images_per_class:.0f} training images per class"
+            )
+        return 0.0, (
+            f"fine-tuning skipped: {images_per_class:.0f} training images per class on average, "
+            f"auto needs {AUTO_MIN_IMAGES_PER_CLASS}"
+        )
+    fraction = float(setting)
+    return fraction, f"fine-tuning the top {fraction:.0%} of the backbone (--fine-tune {setting})"
+
+
+def unfreeze_top(backbone_model: keras.Model, block_of: list[str], fraction: float) -> int:
+    """Make the last ``fraction`` of blocks trainable, except BatchNormalization; returns the
+    number of trainable parameters. ``block_of[i]`` is the block of ``backbone_model.layers[i]``."""
+    order = list(dict.fromkeys(block_of))
+    top = set(order[len(order) - max(1, math.ceil(fraction * len(order))) :])
+    backbone_model.trainable = True
+    for layer, block in zip(backbone_model.layers, block_of):
+        layer.trainable = block in top and not isinstance(layer, keras.layers.BatchNormalization)
+    return int(sum(np.prod(w.shape) for w in backbone_model.trainable_weights))
+
+
+@dataclass
+class FineTuneResult:
+    history: dict[str, list[float]]
+    val_loss: float | None
+    trainable_params: int
+    blocks: str  # e.g. "5 of 16"
+    seconds: float
+
+
+def _image_store(paths: list[Path], size: int, background, target: Path) -> np.ndarray:
+    """Decode every image once into a uint8 memory-mapped array: epochs then read pixels
+    instead of decoding files again, and memory holds only what the OS pages in."""
+    store = np.lib.format.open_memmap(target, "w+", np.uint8, (len(paths), size, size, 3))
+    for batch in decoded_batches(paths, size, 64, background):
+        store[batch.indices] = batch.images
+    return store
+
+
+def fine_tune(
+    features: keras.Model,
+    backbone_model: keras.Model,
+    block_of: list[str],
+    head: keras.Model,
+    train: tuple[list[Path], np.ndarray],
+    val: tuple[list[Path], np.ndarray] | None,
+    *,
+    size: int,
+    background: tuple[int, int, int],
+    fraction: float,
+    augment: str = "light",
+    lr: float = 1e-4,
+    epochs: int = 20,
+    batch_size: int = 32,
+    label_smoothing: float = 0.1,
+    patience: int = 5,
+    seed: int = 0,
+    class_weight: dict[int, float] | None = None,
+    checkpoint_dir: Path | None = None,
+    callbacks: list | None = None,
+) -> FineTuneResult:
+    """Fine-tune ``backbone_model``'s top blocks and ``head`` in place (best epoch restored).
+
+    ``features`` is the frozen extractor (0..255 in, preprocessing inside) that wraps
+    ``backbone_model``; the model trained here shares its layers, so assembling
+    ``features`` and ``head`` afterwards gives the fine-tuned model.
+
+    Example
+    -------
+    >>> r = fine_tune(fx, net, backbone.blocks(names), head, (paths, y), (vpaths, vy), size=224,
+    ...               background=(255, 255, 255), fraction=0.3)  # doctest: +SKIP
+    """
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    num_classes = head.output_shape[-1]
+    trainable = unfreeze_top(backbone_model, block_of, fraction)
+    order = list(dict.fromkeys(block_of))
+    n_top = max(1, math.ceil(fraction * len(order)))
+
+    image = keras.Input(features.input_shape[1:], name="image")
+    # training=False: BatchNormalization in inference mode even while its neighbours train.
+    x = features.get_layer("preprocess")(image)
+    x = backbone_model(x, training=False)
+    model = keras.Model(image, head(x), name="fine_tune")
+
+    steps = max(1, math.ceil(len(train[0]) / batch_size))
+    warmup = min(steps, max(1, epochs * steps // 10))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        lr * 0.01, decay_steps=max(1, epochs * steps - warmup), warmup_target=lr, warmup_steps=warmup
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+    )
+    aug = augmentation(augment, seed)
+
+    with tempfile.TemporaryDirectory(prefix="imgclf-ft-") as tmp:
+        train_store = _image_store(train[0], size, background, Path(tmp) / "train.npy")
+        val_store = _image_store(val[0], size, background, Path(tmp) / "val.npy") if val else None
+
+        def dataset(store: np.ndarray, labels: np.ndarray, training: bool) -> tf.data.Dataset:
+            onehot = keras.utils.to_categorical(labels, num_classes).astype(np.float32)
+            weights = (
+                np.array([class_weight[int(y)] for y in labels], np.float32)
+                if training and class_weight
+                else np.ones(len(labels), np.float32)
+            )
+
+            def load(idx: np.ndarray):
+                idx = np.sort(idx)  # sorted reads from the memory map
+                return store[idx], onehot[idx], weights[idx]
+
+            ds = tf.data.Dataset.range(len(labels))
+            if training:
+                ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.batch(batch_size).map(
+                lambda i: tf.numpy_function(load, [i], (tf.uint8, tf.float32, tf.float32)),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+            ds = ds.map(
+                lambda x, y, w: (
+                    tf.ensure_shape(tf.cast(x, tf.float32), (None, size, size, 3)),
+                    tf.ensure_shape(y, (None, num_classes)),
+                    tf.ensure_shape(w, (None,)),
+                )
+            )
+            if training and aug is not None:
+                ds = ds.map(
+                    lambda x, y, w: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y, w),
+                    num_parallel_calls=tf.data.AUTOTUNE,
+                )
+            return ds.prefetch(2)
+
+        checkpoint = EpochCheckpoint(checkpoint_dir, patience)
+        start = checkpoint.restore(model)
+        if not checkpoint.done:
+            model.fit(
+                dataset(train_store, train[1], training=True),
+                validation_data=dataset(val_store, val[1], training=False) if val else None,
+                epochs=epochs,
+                initial_epoch=start,
+                shuffle=False,  # dataset() shuffles, seeded
+                callbacks=[checkpoint, *(callbacks or [])],
+                verbose=0,
+            )
+        history = checkpoint.finish(model)
+    best = checkpoint.state.get("best")
+    return FineTuneResult(
+        history,
+        best,
+        trainable,
+        f"{n_top} of {len(order)}",
+        time.perf_counter() - started,
+    )
