@@ -51,7 +51,11 @@ def test_models_lists_size_cost_and_offline_state(empty_keras_home, capsys):
     # Published figures: MobileNetV2 3.5M params with top (2.26M without), ~300M multiply-adds.
     assert rows["mobilenet_v2"]["params"] == pytest.approx(2.26e6, rel=0.01)
     assert rows["mobilenet_v2"]["flops"] == pytest.approx(2 * 300e6, rel=0.05)
-    assert rows["mobilenet_v3_small"]["flops"] < rows["efficientnet_lite0"]["flops"] < rows["efficientnet_lite2"]["flops"]
+    assert (
+        rows["mobilenet_v3_small"]["flops"]
+        < rows["efficientnet_lite0"]["flops"]
+        < rows["efficientnet_lite2"]["flops"]
+    )
 
 
 def test_keras_weights_found_in_the_keras_cache_count_as_offline(empty_keras_home):
@@ -116,7 +120,10 @@ def test_input_sizes_a_backbone_cannot_take():
     "args, expected",
     [
         (["--model", "resnet9000"], "unknown backbone 'resnet9000'; choose one of: efficientnet_lite0"),
-        (["--model", "mobilenet_v2", "--input-size", "100"], "--input-size 100: mobilenet_v2's ImageNet weights"),
+        (
+            ["--model", "mobilenet_v2", "--input-size", "100"],
+            "--input-size 100: mobilenet_v2's ImageNet weights",
+        ),
         (["--weights", "/no/such/weights.h5"], "--weights /no/such/weights.h5: no such file"),
         (["--fine-tune", "lots"], "--fine-tune lots: must be auto, off or a fraction"),
         (["--fine-tune", "1.5"], "--fine-tune 1.5"),

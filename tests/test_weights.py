@@ -9,7 +9,6 @@ from PIL import Image
 from imgclf.backbones import lite_weights_source
 from imgclf.backbones.torch_legacy import UnsafeCheckpointError, load_legacy_state_dict
 
-
 # References computed with the original PyTorch implementation (efficientnet-lite-pytorch 0.1.0,
 # torch 2.13.0 CPU) from the same .pth files, outside imgclf's dependencies: Pillow's default
 # resize to the variant's own resolution, then (x/255 - 0.5) / 0.5; top indices and p(top-1).

@@ -48,14 +48,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return 0
         self.state = json.loads(state_file.read_text())
         self.done = bool(self.state.get("done"))  # the caller skips fit() for a finished stage
+        # Keras weights files carry the optimizer's variables too; an unbuilt optimizer
+        # would skip them (and resume with fresh Adam moments and step count).
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
         model.load_weights(self.folder / self.state["latest"])
-        if model.optimizer is not None and self.state.get("optimizer"):
-            with np.load(self.folder / self.state["optimizer"]) as saved:
-                values = [saved[f"v{i}"] for i in range(len(saved.files))]
-            if not model.optimizer.built:
-                model.optimizer.build(model.trainable_variables)
-            for var, value in zip(model.optimizer.variables, values):
-                var.assign(value)
         return int(self.state["epoch"])
 
     @property
@@ -80,7 +77,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             s["wait"] += 1
             if s["wait"] >= self.patience:
                 self.model.stop_training = True
-        self._save(improved)
+        self._save(self.model, improved)
 
     # --- end ----------------------------------------------------------------------------
     def finish(self, model: keras.Model) -> dict[str, list[float]]:
@@ -91,28 +88,23 @@ class EpochCheckpoint(keras.callbacks.Callback):
             model.set_weights(self._best_weights)
         self.done = self.state["done"] = True
         if self.folder:
-            self._save(improved=False)
+            self._save(model, improved=False)
         return self.history
 
-    def _save(self, improved: bool) -> None:
+    def _save(self, model: keras.Model, improved: bool) -> None:
         if not self.folder:
             return
         s, epoch = self.state, self.state["epoch"]
-        latest = f"latest-{epoch}.weights.h5"
+        latest = f"latest-{epoch}.weights.h5"  # model and optimizer variables
         with atomic_path(self.folder / latest) as tmp:
-            self.model.save_weights(tmp)
+            model.save_weights(tmp)
         s["latest"] = latest
         if improved:
             s["best_file"] = f"best-{epoch}.weights.h5"
             with atomic_path(self.folder / s["best_file"]) as tmp:
-                self.model.save_weights(tmp)
-        optimizer = getattr(self.model, "optimizer", None)
-        if optimizer is not None and optimizer.built:
-            s["optimizer"] = f"optimizer-{epoch}.npz"
-            with atomic_path(self.folder / s["optimizer"]) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+                model.save_weights(tmp)
         write_json(self.folder / "state.json", s)  # the commit point
-        keep = {"state.json", s["latest"], s.get("best_file"), s.get("optimizer")}
+        keep = {"state.json", s["latest"], s.get("best_file")}
         for old in self.folder.iterdir():
             if old.name not in keep and not old.name.startswith("."):
                 old.unlink(missing_ok=True)

@@ -83,6 +83,12 @@ class TrainConfig:
             if not ok:
                 value = getattr(self, option[2:].replace("-", "_"))
                 raise UsageError(f"{option} {value}: must be {what}")
+        import importlib.util
+
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise UsageError(
+                "--tensorboard: the tensorboard package is not installed; run: pip install 'imgclf[tensorboard]'"
+            )
         from .. import backbones
 
         backbones.get(self.model).check_size(self.input_size, self.weights)  # names the valid choices
