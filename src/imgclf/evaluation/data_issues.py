@@ -231,7 +231,12 @@ def run_label_issues(run_dir: str | Path, reporter=None) -> tuple[dict[str, str]
     if not run.root.exists():
         raise DataError(f"{run.root}: the run's data folder is gone; label issues need the images")
     result, _ = embed_images(
-        [p for p, _ in rows], backbones.get(run.backbone), run.input_size, run.background, reporter
+        [p for p, _ in rows],
+        backbones.get(run.backbone),
+        run.input_size,
+        run.background,
+        reporter,
+        weights=run.options.get("weights", backbones.PRETRAINED),  # the run's own backbone weights
     )
     kept = [row for row, ok in zip(rows, result.ok) if ok]
     labels = np.array([y for _, y in kept])
