@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean chromium
 
 setup: $(STAMP)
 
@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/imgclf train examples/fashion-mini --out runs/demo
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest -q
+
+# tests/test_browser.py drives Debian's Chromium through Playwright (never a downloaded browser).
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
@@ -30,6 +34,8 @@ bench: setup
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/export_speed.py
 	$(BIN)/python benchmarks/check_speed.py
+	$(BIN)/python benchmarks/serve_load.py
+	$(BIN)/python benchmarks/backbones.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

@@ -70,9 +70,7 @@ def main() -> None:
                 else [("from scratch", ["--model", name, "--weights", "none", "--fine-tune", "1", *epochs])]
             )
             for stage, args in runs:
-                r = _train(
-                    data / "train", Path(tmp) / f"{name}-{len(rows)}", cache, [*args, "--test-split", "0"]
-                )
+                r = _train(data, Path(tmp) / f"{name}-{len(rows)}", cache, args)
                 rows.append({"backbone": name, "stage": stage, "offline_weights": offline, **r})
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "stages"}), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -550,6 +550,76 @@ def report(run: Path) -> None:
     click.echo(f"report: {build_report(run)}")
 
 
+# --- serve -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback exposes the model to the network.",
+)
+@click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free port).")
+@click.option(
+    "--workers", type=int, default=None, help="Inference threads, one model each (default: cores, at most 4)."
+)
+@click.option(
+    "--queue",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Requests that may wait for a worker; more get 503.",
+)
+@click.option(
+    "--max-upload-mb",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Largest request body; larger get 413.",
+)
+@click.option(
+    "--timeout", type=float, default=30.0, show_default=True, help="Seconds per request before 408/504."
+)
+@click.option(
+    "--top-k", type=int, default=3, show_default=True, help="Labels returned when the request does not say."
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    model: Path,
+    host: str,
+    port: int,
+    workers: int | None,
+    queue: int,
+    max_upload_mb: float,
+    timeout: float,
+    top_k: int,
+) -> None:
+    """Serve a run or model over HTTP: POST /v1/classify, GET /v1/model, a web page at /, docs at /docs.
+
+    A run directory serves its exported float32 .tflite through LiteRT (else model.keras)."""
+    from .serving import require_serve_dependencies
+    from .serving import serve as run_server
+
+    require_serve_dependencies()
+    if max_upload_mb <= 0:
+        raise UsageError(f"--max-upload-mb {max_upload_mb}: must be > 0")
+    run_server(
+        model,
+        host,
+        port,
+        log_level="warning" if ctx.obj.get("quiet") else "info",
+        echo=click.echo,
+        workers=workers,
+        queue=queue,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        timeout_s=timeout,
+        top_k=top_k,
+    )
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:

@@ -1,0 +1,135 @@
+"""``imgclf serve``: a local HTTP API and web page for a trained model (FastAPI on uvicorn).
+
+FastAPI, uvicorn and python-multipart are the optional extra ``imgclf[serve]``; this module
+imports them only when a server is made, so the rest of imgclf works without them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import ImgclfError, UsageError
+
+INSTALL_HINT = "pip install 'imgclf[serve]'"
+
+
+def require_serve_dependencies() -> None:
+    """Raise a one-line ``ImgclfError`` naming the extra to install if FastAPI/uvicorn are missing."""
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "python_multipart") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImgclfError(f"imgclf serve needs {', '.join(missing)}: {INSTALL_HINT}")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (0 = any free port), or a one-line ``UsageError``.
+
+    Binding here rather than inside uvicorn turns "address in use" or an unknown host into
+    our exit code 2, and tells us the real port when 0 was asked for.
+
+    Example
+    -------
+    >>> sock = bind("127.0.0.1", 0); sock.getsockname()[1] > 0  # doctest: +SKIP
+    True
+    """
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: must be between 0 and 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise UsageError(
+            f"--host {host}: cannot resolve ({exc.strerror}); use an IP address such as 127.0.0.1"
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"--host {host} --port {port}: cannot listen ({exc.strerror}); pick another --port"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and names that resolve only there. Example: ``is_loopback("0.0.0.0")`` -> False."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        return False
+    return all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def serve(
+    model: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_level: str = "info",
+    echo: Callable[[str], Any] = print,
+    **app_options: Any,
+) -> None:
+    """Load ``model`` and serve it until interrupted (Ctrl+C). ``app_options`` go to ``create_app``.
+
+    Example
+    -------
+    >>> serve("runs/demo", port=8000, workers=2)  # doctest: +SKIP
+    serving model_float32.tflite (tflite, 10 labels, 2 workers) on http://127.0.0.1:8000
+    """
+    require_serve_dependencies()
+    import uvicorn
+
+    from .app import create_app
+
+    sock = bind(host, port)
+    try:
+        app = create_app(model, **app_options)
+    except BaseException:
+        sock.close()
+        raise
+    bound_host, bound_port = sock.getsockname()[:2]
+    url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    summary = app.state.summary
+    if app.state.note:
+        echo(f"note: {app.state.note}")
+    if not is_loopback(host):
+        echo(
+            f"warning: listening on {host}: anyone who can reach this machine can use the model (no authentication)"
+        )
+    echo(
+        f"serving {summary['name']} ({summary['format']}, {len(summary['labels'])} labels, "
+        f"{summary['limits']['workers']} workers) on http://{url_host}:{bound_port}  "
+        "(page /, API /v1/classify, docs /docs; Ctrl+C stops)"
+    )
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        # Connections beyond this get uvicorn's own 503 before any of our code runs: a
+        # backstop against piles of idle sockets, well above the inference queue.
+        limit_concurrency=max(256, 8 * summary["limits"]["workers"] + 4 * summary["limits"]["queue"]),
+        timeout_keep_alive=5,
+        server_header=False,
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def create_app(*args: Any, **kwargs: Any):
+    """``imgclf.serving.app.create_app``, importable without FastAPI until called."""
+    require_serve_dependencies()
+    from .app import create_app as _create_app
+
+    return _create_app(*args, **kwargs)
+
+
+__all__ = ["INSTALL_HINT", "bind", "create_app", "is_loopback", "require_serve_dependencies", "serve"]

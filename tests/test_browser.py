@@ -1,0 +1,127 @@
+"""The web page in a real browser: `imgclf serve` as a subprocess on a free loopback port,
+headless Debian Chromium driven by Playwright (never a downloaded browser), an image
+uploaded through the page's file input, and the label shown checked against the API.
+
+Chromium comes from the Debian packages `chromium` and `chromium-driver`, which `make test`
+installs. Without them this test fails (it is never skipped): a skip would hide a broken page.
+The screenshot is saved to test-artifacts/serve-page.png (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from .conftest import ROOT, SAMPLE
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+IMAGE = sorted((SAMPLE / "test" / "sneaker").glob("*.png"))[0]
+
+
+@pytest.fixture(scope="module")
+def server(trained_run, exported, tmp_path_factory):
+    """`imgclf serve RUN --port 0` in a subprocess; yields its base URL (read from its first line)."""
+    log = tmp_path_factory.mktemp("serve") / "stderr.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imgclf.cli", "-q", "serve", str(trained_run.run_dir), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    url: list[str] = []
+    ready = threading.Event()
+
+    def drain():  # keep reading, so the server never blocks on a full pipe
+        for line in proc.stdout:
+            if not url and (m := re.search(r"on (http://127\.0\.0\.1:\d+)", line)):
+                url.append(m.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        ready.wait(300)
+        assert url, f"imgclf serve did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}"
+        yield url[0]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_page_shows_the_apis_label_for_an_uploaded_image(server):
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), (
+        f"{CHROMIUM} not found: the browser test needs Debian's chromium; `make test` installs it "
+        "(apt-get install chromium chromium-driver)"
+    )
+    api = httpx2.post(
+        f"{server}/v1/classify?top_k=5", files={"file": (IMAGE.name, IMAGE.read_bytes(), "image/png")}
+    )
+    assert api.status_code == 200, api.text
+    expected = [p["label"] for p in api.json()["predictions"]]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    requested: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.on("request", lambda r: requested.append(r.url))
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+            assert "efficientnet_lite0" in page.inner_text("#model-summary")
+
+            page.set_input_files("#file-input", str(IMAGE))
+            page.wait_for_selector("body[data-state=done]", timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+            shown = page.get_attribute("#top-label", "data-label")
+            bars = page.eval_on_selector_all("#predictions li", "items => items.map(i => i.dataset.label)")
+            assert page.inner_text("#top-label") == shown
+            assert page.evaluate("document.getElementById('preview').naturalWidth") > 0, "image shown"
+
+            # A file that is not an image: the server's JSON error is shown, not a broken page.
+            page.set_input_files(
+                "#file-input", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}]
+            )
+            page.wait_for_selector("body[data-state=error]", timeout=30_000)
+            error = page.inner_text("#error")
+            page.screenshot(path=str(ARTIFACTS / "serve-page-error.png"), full_page=True)
+        finally:
+            browser.close()
+
+    assert shown == expected[0]
+    assert bars == expected
+    assert "not an image" in error
+    assert [p for p in problems if "415" not in p] == []
+    assert requested and all(u.startswith(server + "/") or u.startswith("blob:") for u in requested), (
+        requested
+    )
+    assert (ARTIFACTS / "serve-page.png").stat().st_size > 10_000
