@@ -32,7 +32,8 @@ def _fetch(name: str, file: str, url: str) -> Path:
     try:
         return Path(keras.utils.get_file(file, url, cache_subdir="models"))
     except Exception as exc:  # no network, proxy, disk: Keras raises plain Exception
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        # "URL fetch failure on <url>: None -- [Errno -2] Name or service not known": keep the cause.
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(" -- ")[-1]
         raise WeightsError(
             f"{name}: ImageNet weights {file} are not available offline and could not be downloaded ({why}); "
             f"download {url} elsewhere and pass --weights /path/to/{file} (or --weights none to train from scratch)"

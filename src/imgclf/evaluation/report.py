@@ -141,11 +141,25 @@ def build_report(run_dir: str | Path) -> Path:
         "imgclf train "
         + str(options["data"])
         + "".join(
-            f" --{k.replace('_', '-')} {v}"
+            f" --{k.replace('_', '-')}" + ("" if v is True else f" {v}")
             for k, v in options.items()
-            if k not in ("data", "background") and v is not None
+            if k not in ("data", "background") and v is not None and v is not False
         )
     )
+    fine_tune = metrics.get("stages", {}).get("fine_tune", {})
+    if fine_tune.get("status") == "run":
+        head_val = metrics["stages"]["head"].get("val_accuracy", 0.0)
+        stage_text = (
+            f"Fine-tuned {fine_tune['blocks_unfrozen']} blocks of the backbone for {fine_tune['epochs_run']} epochs: "
+            f"validation accuracy {head_val:.1%} -> {fine_tune['val_accuracy']:.1%}, "
+            + (
+                "kept."
+                if fine_tune["kept"]
+                else "worse than the head alone, so the head-only model was kept."
+            )
+        )
+    else:
+        stage_text = fine_tune.get("reason", "")
     metrics_text = (
         "; ".join(
             f"{s}: accuracy {metrics[s]['accuracy']:.3f} on {metrics[s]['n']} images"
@@ -172,6 +186,8 @@ def build_report(run_dir: str | Path) -> Path:
         epochs=metrics["epochs_run"],
         best_epoch=metrics["best_epoch"],
         command=command,
+        stage_text=stage_text,
+        rerun=str(run_dir / "config.json"),
         counts_png=_counts_png(counts),
         problems=check["problems"] if check else None,
         curves_png=_b64_file(run_dir / "training_curves.png"),

@@ -1,0 +1,249 @@
+"""Throughput of the backbone pass, as a fraction of what this CPU can do.
+
+    make bench            # or: .venv/bin/python benchmarks/throughput.py [--images 512]
+
+EfficientNet-Lite0 feature extractor at 224 px, batch 32, both cores, one process:
+- ceiling = peak float32 FLOP/s (the best of NumPy's and TensorFlow's large matmul) /
+  backbone FLOPs per image (2 x multiply-adds of its convolutions);
+- imgclf's embedding pass with decoding (files -> embeddings, as `imgclf train` runs it)
+  and without (pre-decoded pixels);
+- TensorFlow with the mixed_bfloat16 policy (AVX512-BF16 on this CPU);
+- the same extractor as a float32 and an int8 `.tflite` on LiteRT (XNNPACK).
+Also the agreement of each engine's embeddings with TensorFlow float32 (cosine), and what a
+head trained on them scores (linear probe, Fashion-MNIST) so a faster engine that costs
+accuracy shows it. Prints a table, writes benchmarks/results/throughput.json and its section
+of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from report import COMMAND, update_section
+from train_speed import RESULTS, dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+BATCH, SIZE = 32, 224
+
+
+def peak_flops() -> dict[str, float]:
+    """Best sustained float32 matmul FLOP/s of NumPy and TensorFlow (n = 4096)."""
+    import tensorflow as tf
+
+    n = 4096
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    ta = tf.constant(a)
+    out = {}
+    for name, fn in (("numpy", lambda: a @ a), ("tensorflow", lambda: tf.linalg.matmul(ta, ta).numpy())):
+        fn()
+        best = min(_timed(fn) for _ in range(5))
+        out[name] = 2 * n**3 / best
+    return out
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _rate(fn, images: np.ndarray, repeats: int = 2) -> tuple[float, np.ndarray]:
+    """Images/s of ``fn`` over ``images`` in batches of 32 (best of ``repeats``), and its outputs."""
+    fn(images[:BATCH])  # warm-up: graph tracing, XNNPACK packing
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = np.concatenate([fn(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
+        best = min(best, time.perf_counter() - t)
+    return len(images) / best, out
+
+
+def _litert(model_bytes: bytes, threads: int):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model_bytes, num_threads=threads)
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], [BATCH, SIZE, SIZE, 3])
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        n = len(x)
+        if n < BATCH:
+            x = np.concatenate([x, np.zeros((BATCH - n, *x.shape[1:]), x.dtype)])
+        if inp["dtype"] != np.float32:
+            x = x.astype(inp["dtype"])
+        interp.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interp.invoke()
+        y = interp.get_tensor(out["index"])[:n].astype(np.float32)
+        scale, zero = out["quantization"]
+        return (y - zero) * scale if scale else y
+
+    return run
+
+
+def _probe_accuracy(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_test: np.ndarray) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=2000).fit(train, y_train)
+    return float(clf.score(test, y_test))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=512, help="images timed per engine")
+    opts = parser.parse_args()
+
+    import tensorflow as tf
+
+    from imgclf import backbones
+    from imgclf._keras import keras
+    from imgclf.backbones.stats import backbone_stats
+    from imgclf.data.dataset import load_dataset
+    from imgclf.data.pipeline import decoded_batches
+    from imgclf.training.embeddings import compute_embeddings
+    from imgclf.training.head import feature_extractor
+
+    threads = os.cpu_count() or 1
+    lite0 = backbones.get("efficientnet_lite0")
+    flops = backbone_stats("efficientnet_lite0")["flops"]
+    peak = peak_flops()
+    ceiling = max(peak.values()) / flops
+
+    data = load_dataset(dataset(100), 0.0, 0.0, 0)
+    train_paths, y_train = data.splits["train"].paths, np.array(data.splits["train"].labels)
+    test_paths, y_test = data.splits["test"].paths, np.array(data.splits["test"].labels)
+    paths = train_paths[: opts.images]
+
+    def decode(ps):
+        out = np.zeros((len(ps), SIZE, SIZE, 3), np.uint8)
+        for b in decoded_batches(ps, SIZE, 64):
+            out[b.indices] = b.images
+        return out
+
+    pixels, test_pixels, all_train = decode(paths), decode(test_paths), decode(train_paths)
+    fx = feature_extractor(lite0.build(SIZE), lite0.preprocessing(), SIZE)
+    rows: list[dict] = []
+
+    def add(engine: str, rate: float, feats_train=None, feats_test=None, reference=None, note: str = ""):
+        row = {
+            "engine": engine,
+            "images_per_s": round(rate, 1),
+            "of_ceiling": round(rate / ceiling, 3),
+            "note": note,
+        }
+        if reference is not None:
+            a, b = feats_train[: len(reference)], reference
+            cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+            row["cosine_vs_tf32_min"] = round(float(cos.min()), 4)
+        if feats_train is not None:
+            row["probe_test_accuracy"] = round(_probe_accuracy(feats_train, y_train, feats_test, y_test), 4)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    # 1. imgclf's embedding pass, as `imgclf train` runs it (decode in a thread pool).
+    t = time.perf_counter()
+    res = compute_embeddings(paths, fx.predict_on_batch, None, "bench", SIZE, batch_size=BATCH)
+    add("imgclf embedding pass, TF float32, decode included", len(paths) / (time.perf_counter() - t))
+    # 2. TensorFlow float32 on decoded pixels.
+    rate, _ = _rate(fx.predict_on_batch, pixels)
+    ref_train = np.concatenate(
+        [fx.predict_on_batch(all_train[i : i + BATCH]) for i in range(0, len(all_train), BATCH)]
+    )
+    ref_test = np.concatenate(
+        [fx.predict_on_batch(test_pixels[i : i + BATCH]) for i in range(0, len(test_pixels), BATCH)]
+    )
+    add("TF float32, decoded pixels", rate, ref_train, ref_test, note="reference")
+    del res
+
+    # 3. TensorFlow mixed bfloat16.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    fx16 = feature_extractor(lite0.build(SIZE), lite0.preprocessing(), SIZE)
+    keras.mixed_precision.set_global_policy("float32")
+
+    def run16(x):
+        return np.asarray(fx16.predict_on_batch(x), np.float32)
+
+    rate, _ = _rate(run16, pixels)
+    tr = np.concatenate([run16(all_train[i : i + BATCH]) for i in range(0, len(all_train), BATCH)])
+    te = np.concatenate([run16(test_pixels[i : i + BATCH]) for i in range(0, len(test_pixels), BATCH)])
+    add("TF mixed_bfloat16, decoded pixels", rate, tr, te, ref_train)
+
+    # 4/5. LiteRT float32 and int8.
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        converter = tf.lite.TFLiteConverter.from_keras_model(fx)
+        f32 = converter.convert()
+        convert_s = time.perf_counter() - t
+        run = _litert(f32, threads)
+        rate, _ = _rate(run, pixels)
+        tr = np.concatenate([run(all_train[i : i + BATCH]) for i in range(0, len(all_train), BATCH)])
+        te = np.concatenate([run(test_pixels[i : i + BATCH]) for i in range(0, len(test_pixels), BATCH)])
+        add(
+            "LiteRT float32 (XNNPACK), decoded pixels",
+            rate,
+            tr,
+            te,
+            ref_train,
+            f"conversion {convert_s:.1f} s",
+        )
+
+        calib = pixels[:100].astype(np.float32)
+        converter = tf.lite.TFLiteConverter.from_keras_model(fx)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([calib[i : i + 1]] for i in range(len(calib)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        t = time.perf_counter()
+        i8 = converter.convert()
+        convert_s = time.perf_counter() - t
+        run = _litert(i8, threads)
+        rate, _ = _rate(run, pixels)
+        tr = np.concatenate([run(all_train[i : i + BATCH]) for i in range(0, len(all_train), BATCH)])
+        te = np.concatenate([run(test_pixels[i : i + BATCH]) for i in range(0, len(test_pixels), BATCH)])
+        add("LiteRT int8 (XNNPACK), decoded pixels", rate, tr, te, ref_train, f"conversion {convert_s:.1f} s")
+        del tmp
+
+    result = {
+        "date": str(dt.date.today()),
+        "flops_per_image": flops,
+        "peak_flops": peak,
+        "ceiling": ceiling,
+        "rows": rows,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "throughput.json").write_text(json.dumps(result, indent=2))
+    lines = [
+        "## Backbone throughput vs the ceiling (issue 6)",
+        "",
+        f"Measured {dt.date.today()} with `{COMMAND}` (`benchmarks/throughput.py --images {opts.images}`): "
+        f"EfficientNet-Lite0 features at {SIZE} px, batch {BATCH}, {threads} threads. Peak float32 matmul: "
+        + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peak.items())
+        + f"; backbone {flops / 1e9:.2f} GFLOP per image (2 x multiply-adds) -> ceiling {ceiling:.0f} images/s. "
+        "Probe = logistic regression on the engine's embeddings of Fashion-MNIST 100/class train, scored on its test set.",
+        "",
+        "| engine | images/s | of ceiling | min cosine vs TF float32 | probe test acc | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['engine']} | {r['images_per_s']} | {r['of_ceiling']:.1%} | {r.get('cosine_vs_tf32_min', '—')} | "
+            f"{r.get('probe_test_accuracy', '—')} | {r['note']} |"
+        )
+    body = "\n".join(lines)
+    print(body)
+    update_section("throughput", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""imgclf vs the tutorial's pipeline, side by side in one run: wall time and test accuracy.
+
+    make bench            # or: .venv/bin/python benchmarks/vs_tutorial.py [--sizes 100 1000]
+
+For each size (train images per class; 100 test images per class), on the same
+Fashion-MNIST folders and one after the other: `benchmarks/tutorial_pipeline.py` (the
+baseline: the backbone on every batch of 10 epochs) and `imgclf train` with default
+settings; each as a fresh process with an empty cache (cold: both pay the weight
+conversion). Prints and writes to BENCHMARKS.md wall time, test accuracy and the ratio
+baseline time / imgclf time. Target (issue 6): ratio >= 8 and imgclf's test accuracy at
+most 0.5 points below the baseline's, on both sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from report import COMMAND, update_section
+from train_speed import BIN, RESULTS, dataset, timed_run
+
+HERE = Path(__file__).resolve().parent
+
+
+def compare(per_class: int, work: Path) -> dict:
+    data = dataset(per_class)
+    row: dict = {"train_per_class": per_class}
+    env = {**os.environ, "IMGCLF_CACHE": str(work / f"cache-base-{per_class}")}
+    out = work / f"baseline-{per_class}.json"
+    wall, rss = timed_run(
+        [sys.executable, str(HERE / "tutorial_pipeline.py"), str(data), "--json", str(out)], env
+    )
+    row["baseline"] = {**json.loads(out.read_text()), "wall_s": round(wall, 1), "peak_rss_gib": round(rss, 2)}
+    env = {**os.environ, "IMGCLF_CACHE": str(work / f"cache-imgclf-{per_class}")}
+    run = work / f"imgclf-{per_class}"
+    wall, rss = timed_run([str(BIN / "imgclf"), "-q", "train", str(data), "--out", str(run)], env)
+    m = json.loads((run / "metrics.json").read_text())
+    row["imgclf"] = {
+        "wall_s": round(wall, 1),
+        "peak_rss_gib": round(rss, 2),
+        "test_accuracy": m["test"]["accuracy"],
+        "val_accuracy": m["val"]["accuracy"],
+        "timing_seconds": m["timing_seconds"],
+    }
+    row["ratio"] = round(row["baseline"]["wall_s"] / row["imgclf"]["wall_s"], 2)
+    row["accuracy_delta_points"] = round(
+        100 * (row["imgclf"]["test_accuracy"] - row["baseline"]["test_accuracy"]), 2
+    )
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    opts = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="imgclf-vs-") as tmp:
+        rows = [compare(n, Path(tmp)) for n in opts.sizes]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "vs_tutorial.json").write_text(json.dumps(rows, indent=2))
+    lines = [
+        "## imgclf vs the tutorial's pipeline (issue 6)",
+        "",
+        f"Measured {dt.date.today()} with `{COMMAND}` (`benchmarks/vs_tutorial.py`). Same Fashion-MNIST folders, "
+        "same backbone and weights (EfficientNet-Lite0, 224 px), each a fresh process with an empty cache. "
+        "Baseline = `benchmarks/tutorial_pipeline.py` (random 80/20 split, frozen backbone on every batch, "
+        "Dropout 0.4 + Dense, Adam, batch 32, 10 epochs); imgclf = `imgclf train DATA` with defaults. "
+        "Test = 100 test images per class. Wall = whole process, start to exit.",
+        "",
+        "| train imgs/class | baseline wall s | baseline test acc | imgclf wall s | imgclf test acc "
+        "| speed-up | Δ acc (points) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        b, i = r["baseline"], r["imgclf"]
+        lines.append(
+            f"| {r['train_per_class']} | {b['wall_s']} | {b['test_accuracy']:.3f} | {i['wall_s']} | "
+            f"{i['test_accuracy']:.3f} | **{r['ratio']}x** | {r['accuracy_delta_points']:+.1f} |"
+        )
+    lines.append("")
+    for r in rows:
+        speed = "met" if r["ratio"] >= 8 else "NOT met"
+        acc = "met" if r["accuracy_delta_points"] >= -0.5 else "NOT met"
+        lines.append(
+            f"- {r['train_per_class']}/class: speed-up target (>= 8x) {speed}; accuracy target (>= -0.5 points) {acc}."
+        )
+    body = "\n".join(lines)
+    print(body)
+    update_section("vs_tutorial", body)
+
+
+if __name__ == "__main__":
+    main()
