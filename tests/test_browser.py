@@ -125,3 +125,45 @@ def test_page_shows_the_apis_label_for_an_uploaded_image(server):
         requested
     )
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 10_000
+
+
+def test_docs_render_offline(server):
+    """Swagger UI at /docs from this server's own files: every request stays on the origin
+    (the browser has no network beyond loopback here, like a closed network)."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} not found: apt-get install chromium chromium-driver"
+    ARTIFACTS.mkdir(exist_ok=True)
+    requested: list[str] = []
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.on("request", lambda r: requested.append(r.url))
+            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(server + "/docs")
+            operation = page.wait_for_selector(
+                '.opblock-summary-path[data-path="/v1/classify"]', timeout=30_000
+            )
+            assert page.inner_text(".information-container .title").startswith("imgclf")
+            paths = page.eval_on_selector_all(
+                ".opblock-summary-path", "items => items.map(i => i.dataset.path)"
+            )
+            operation.click()  # expand it: its description and request body render too
+            page.wait_for_selector(
+                "#operations-default-classify_v1_classify_post .opblock-body", timeout=10_000
+            )
+            assert "multipart/form-data" in page.inner_text("#operations-default-classify_v1_classify_post")
+            page.screenshot(path=str(ARTIFACTS / "serve-docs.png"), full_page=True)
+        finally:
+            browser.close()
+
+    assert {"/v1/classify", "/v1/model", "/healthz"} <= set(paths)
+    assert problems == []
+    assert (
+        f"{server}/openapi.json" in requested and f"{server}/static/swagger/swagger-ui-bundle.js" in requested
+    )
+    assert all(u.startswith(server + "/") or u.startswith("data:") for u in requested), requested
+    assert (ARTIFACTS / "serve-docs.png").stat().st_size > 10_000

@@ -92,6 +92,29 @@ def test_predict_json_keeps_order_and_reports_unreadable_files(capsys, trained_r
         assert len(scores) == 2 and scores == sorted(scores, reverse=True)
 
 
+def test_predict_tflite_prints_no_tensorflow_chatter(exported, tmp_path):
+    """Reading a .tflite's metadata imports mediapipe, hence TensorFlow: its absl/oneDNN start-up
+    lines must not reach stderr (they do with IMGCLF_DEBUG=1). The model is copied alone, so
+    its labels can only come from its metadata."""
+    import os
+    import shutil
+
+    model = shutil.copy(exported[0] / "model_float32.tflite", tmp_path / "model.tflite")
+    image = sorted((SAMPLE / "test" / "sneaker").glob("*.png"))[0]
+    env = {k: v for k, v in os.environ.items() if k not in ("IMGCLF_DEBUG", "TF_CPP_MIN_LOG_LEVEL")}
+    r = subprocess.run(
+        [sys.executable, "-m", "imgclf.cli", "predict", str(model), str(image), "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "", f"stderr should be empty:\n{r.stderr}"
+    (result,) = json.loads(r.stdout)
+    assert result["path"] == str(image) and len(result["predictions"]) == 3
+
+
 def test_predict_folder_csv_and_table(capsys, trained_run):
     folder = SAMPLE / "test" / "trouser"
     assert main(["predict", str(trained_run.run_dir), str(folder), "--format", "csv", "--top-k", "1"]) == 0

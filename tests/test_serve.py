@@ -4,6 +4,8 @@ interface (for clients that lie about their size), against the sample run's real
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
 import json
 import re
@@ -224,11 +226,38 @@ def test_healthz(client):
 
 
 def test_docs_and_openapi(client):
-    assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/v1/classify"]["post"]["requestBody"]["content"]
     assert {"image/*", "multipart/form-data"} <= set(body)
     assert {"/v1/model", "/healthz"} <= set(spec["paths"])
+
+
+def test_docs_are_served_from_this_origin(client):
+    r = client.get("/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    html = r.text
+    assert "SwaggerUIBundle" in html and "url: '/openapi.json'" in html
+    assert "://" not in html, "no absolute URL: nothing from a CDN"
+    assert client.get("/redoc").status_code == 404  # FastAPI's CDN-loaded ReDoc page is off
+    urls = re.findall(r'(?:src|href)="([^"]+)"', html)
+    kinds = {
+        "/static/swagger/swagger-ui-bundle.js": "javascript",
+        "/static/swagger/swagger-ui.css": "text/css",
+        "/static/swagger/favicon.png": "image/png",
+    }
+    assert sorted(urls) == sorted(kinds)
+    for url, kind in kinds.items():
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        assert kind in asset.headers["content-type"], (url, asset.headers["content-type"])
+        assert len(asset.content) > 1000, url
+    # Same origin only; the one inline script (Swagger UI's start-up) is allowed by its hash.
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "http" not in csp and "unsafe-inline" not in csp
+    (inline,) = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    assert f"script-src 'self' 'sha256-{digest}'" in csp
+    assert client.get("/static/index.html").status_code == 200  # the page's own files still served
 
 
 def test_page_is_self_contained(client):

@@ -18,8 +18,16 @@ import zipfile
 from dataclasses import dataclass, field
 
 import flatbuffers
-from mediapipe.tasks.metadata import metadata_schema_py_generated as _md
-from mediapipe.tasks.metadata import schema_py_generated as _tfl
+
+# Importing mediapipe imports TensorFlow, whose C++ start-up lines (absl, oneDNN) would reach
+# stderr of `imgclf predict model.tflite` and `imgclf serve`: load TensorFlow the quiet way
+# first, and capture whatever mediapipe's own import prints (both unless IMGCLF_DEBUG is set).
+from .. import _keras  # noqa: F401
+from .._quiet import captured_fds
+
+with captured_fds((2,)):
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as _md
+    from mediapipe.tasks.metadata import schema_py_generated as _tfl
 
 METADATA_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"

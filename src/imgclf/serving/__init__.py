@@ -1,7 +1,8 @@
 """``imgclf serve``: a local HTTP API and web page for a trained model (FastAPI on uvicorn).
 
-FastAPI, uvicorn and python-multipart are the optional extra ``imgclf[serve]``; this module
-imports them only when a server is made, so the rest of imgclf works without them.
+FastAPI, uvicorn, python-multipart and fastapi-offline (Swagger UI's files) are the optional
+extra ``imgclf[serve]``; this module imports them only when a server is made, so the rest of
+imgclf works without them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ def require_serve_dependencies() -> None:
     """Raise a one-line ``ImgclfError`` naming the extra to install if FastAPI/uvicorn are missing."""
     import importlib.util
 
-    missing = [m for m in ("fastapi", "uvicorn", "python_multipart") if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("fastapi", "uvicorn", "python_multipart", "fastapi_offline")
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
         raise ImgclfError(f"imgclf serve needs {', '.join(missing)}: {INSTALL_HINT}")
 

@@ -1,7 +1,8 @@
 """The HTTP API and web page of ``imgclf serve``: a FastAPI app over a pool of classifiers.
 
 Routes: ``POST /v1/classify``, ``GET /v1/model``, ``GET /healthz``, ``GET /`` (the page),
-``/static/*`` (its files) and FastAPI's ``/docs`` and ``/openapi.json``.
+``/static/*`` (its files), ``/openapi.json`` and ``/docs``: Swagger UI served from the files
+the ``fastapi-offline`` package ships (``/static/swagger/*``), so the docs work offline too.
 
 Limits, each answered with a JSON ``{"error": "..."}``: a body over ``max_upload_bytes`` ->
 413 (refused from ``Content-Length`` before reading, and counted while reading, so a chunked
@@ -14,8 +15,12 @@ ready within ``timeout_s`` -> 504. The client only ever sends bytes: no path it 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import importlib.resources
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -25,7 +30,8 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -50,6 +56,13 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+SWAGGER_URL = "/static/swagger"
+# Swagger UI's own page is FastAPI's, whose one inline <script> starts Swagger UI: allowed by
+# its hash (see _docs_headers), everything else still from this origin only.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' {hashes}; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
 # The LiteRT exports of a run, most faithful first: float32 agrees with the evaluated Keras
 # model exactly, and at ~5 ms per image it is not what limits a web request.
 EXPORT_PREFERENCE = ("float32", "float16", "dynamic", "int8")
@@ -164,6 +177,28 @@ def model_summary(clf: Classifier, model_file: Path) -> dict[str, Any]:
                     "agreement_with_keras": variant.get("agreement"),
                 }
     return summary
+
+
+def swagger_ui_dir() -> Path:
+    """The Swagger UI files (``swagger-ui-bundle.js``, ``swagger-ui.css``, ``favicon.png``) that
+    the ``fastapi-offline`` package ships: the same Swagger UI 5 FastAPI's default ``/docs``
+    takes from a CDN (version 5 is the first to read OpenAPI 3.1, which FastAPI writes).
+
+    Example
+    -------
+    >>> (swagger_ui_dir() / "swagger-ui-bundle.js").is_file()  # doctest: +SKIP
+    True
+    """
+    return Path(str(importlib.resources.files("fastapi_offline") / "static"))
+
+
+def _docs_headers(html: str) -> dict[str, str]:
+    """``PAGE_HEADERS`` with a Content-Security-Policy that allows the page's inline scripts by hash."""
+    inline = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in inline
+    )
+    return {**PAGE_HEADERS, "Content-Security-Policy": DOCS_CSP.format(hashes=hashes)}
 
 
 class _PageFiles(StaticFiles):
@@ -290,6 +325,9 @@ def create_app(
         title="imgclf",
         summary=f"Image classifier {summary['name']}: {len(clf.labels)} labels",
         version=summary.get("imgclf_version") or "0",
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: ours are local (below).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.pool = pool
     app.state.summary = summary
@@ -419,6 +457,23 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        page = get_swagger_ui_html(
+            openapi_url=root + (app.openapi_url or "/openapi.json"),
+            title=f"{app.title} - {summary['name']} - API docs",
+            swagger_js_url=f"{root}{SWAGGER_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{SWAGGER_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{SWAGGER_URL}/favicon.png",
+            # Swagger UI would send the spec to its online validator for a badge.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers.update(_docs_headers(bytes(page.body).decode()))
+        return page
+
+    # Before /static, which would otherwise take /static/swagger/* too.
+    app.mount(SWAGGER_URL, _PageFiles(directory=swagger_ui_dir()), name="swagger")
     app.mount("/static", _PageFiles(directory=STATIC), name="static")
 
     return app
