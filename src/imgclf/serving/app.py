@@ -372,6 +372,38 @@ def create_app(
             f"Errors are JSON `{{error}}`: 413 over {max_upload_bytes} bytes or a decompression bomb, "
             "415 not an image, 400 corrupt, 503 busy (retry), 504 timed out."
         ),
+        responses={
+            200: {
+                "description": "Top-k labels, best first",
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "predictions": [
+                                {"label": "sneaker", "score": 0.93},
+                                {"label": "sandal", "score": 0.05},
+                            ],
+                            "model": "model_float32.tflite",
+                            "latency_ms": 7.4,
+                        }
+                    }
+                },
+            },
+            **{
+                status: {
+                    "description": why,
+                    "content": {"application/json": {"example": {"error": why}}},
+                }
+                for status, why in (
+                    (400, "corrupt or empty image"),
+                    (408, "the body did not arrive in time"),
+                    (413, "upload too large, or a decompression bomb"),
+                    (415, "not an image"),
+                    (422, "bad top_k"),
+                    (503, "all workers busy: retry after the Retry-After seconds"),
+                    (504, "inference timed out"),
+                )
+            },
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,
