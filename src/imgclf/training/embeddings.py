@@ -76,6 +76,7 @@ class EmbeddingResult:
     computed: int = 0  # images that went through the backbone (cache misses)
     cached: int = 0
     seconds: float = 0.0  # the embedding pass: cache look-ups, decoding and backbone
+    engine: str = ""  # what ran the backbone: litert, tensorflow (set by the caller)
 
 
 def _digest_or_error(path: Path) -> tuple[str | None, str | None]:

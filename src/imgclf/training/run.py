@@ -183,6 +183,7 @@ def embed_images(
     -------
     >>> result, _ = embed_images(paths, backbones.get("efficientnet_lite0"), 224, (255, 255, 255), Reporter())  # doctest: +SKIP
     """
+    from .engines import embedding_function
     from .head import feature_extractor
 
     features = feature_extractor(backbone.build(size, weights), backbone.preprocessing(), size)
@@ -190,11 +191,16 @@ def embed_images(
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite") if weights != backbones.RANDOM else None
     try:
         with reporter.bar(f"embedding ({backbone.name})", len(paths)) as advance:
+            key = embedding_key(backbone, size, background, weights)
+            # Random weights differ per seed but share a key: never a cached engine for them.
+            embed, engine = embedding_function(
+                features, key if weights != backbones.RANDOM else None, reporter.warn
+            )
             result = compute_embeddings(
                 paths,
-                features.predict_on_batch,
+                embed,
                 cache,
-                embedding_key(backbone, size, background, weights),
+                key,
                 size,
                 batch_size=32,
                 background=background,
@@ -204,6 +210,7 @@ def embed_images(
     finally:
         if cache:
             cache.close()
+    result.engine = engine[0] if engine else "none (all cached)"
     return result, features
 
 
@@ -402,6 +409,7 @@ def train_from_config(
             else None,
             "images_embedded": result.computed,
             "images_from_cache": result.cached,
+            "embedding_engine": result.engine,
         }
     )
     write_text(run_dir / "history.csv", _history_csv(history, stages["head"]["epochs_run"]))

@@ -1,0 +1,68 @@
+"""The embedding pass on LiteRT: same embeddings as TensorFlow, converted once, TensorFlow fallback."""
+
+import json
+
+import numpy as np
+import pytest
+
+import imgclf
+from imgclf import backbones
+from imgclf.progress import Reporter
+from imgclf.training import engines
+from imgclf.training.head import feature_extractor
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def lite0_features():
+    b = backbones.get("efficientnet_lite0")
+    return feature_extractor(b.build(SIZE), b.preprocessing(), SIZE)
+
+
+def test_litert_embeddings_equal_tensorflow_and_the_conversion_is_reused(lite0_features, isolated_cache):
+    x = np.random.default_rng(0).integers(0, 256, (5, SIZE, SIZE, 3)).astype(np.uint8)
+    embed = engines.litert_extractor(lite0_features, "test-key-1")
+    np.testing.assert_allclose(embed(x), lite0_features.predict_on_batch(x), atol=1e-4)
+    files = list((isolated_cache / "engines").glob("features-*.tflite"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    engines.litert_extractor(lite0_features, "test-key-1")
+    assert files[0].stat().st_mtime_ns == mtime  # reused, not converted again
+    assert not list((isolated_cache / "engines").glob(".*"))  # no temporary files left
+
+
+def test_a_failing_conversion_falls_back_to_tensorflow_with_a_warning(lite0_features, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter exploded\nsecond line")
+
+    monkeypatch.setattr(engines, "litert_extractor", broken)
+    warnings = []
+    embed, used = engines.embedding_function(lite0_features, "test-key-2", warnings.append)
+    x = np.zeros((2, SIZE, SIZE, 3), np.uint8)
+    np.testing.assert_allclose(embed(x), lite0_features.predict_on_batch(x), atol=1e-6)
+    assert used == ["tensorflow"]
+    assert len(warnings) == 1 and "converter exploded" in warnings[0] and "\n" not in warnings[0]
+
+
+def test_engine_can_be_forced_and_nothing_converts_when_all_is_cached(color_folders, tmp_path, monkeypatch):
+    r = imgclf.train(
+        color_folders, out=str(tmp_path / "a"), input_size=SIZE, epochs=3, reporter=Reporter(quiet=True)
+    )
+    assert r.metrics["embedding_engine"] == "litert"
+    calls = []
+    monkeypatch.setattr(engines, "litert_extractor", lambda *a, **k: calls.append(1))
+    again = imgclf.train(
+        color_folders, out=str(tmp_path / "b"), input_size=SIZE, epochs=3, reporter=Reporter(quiet=True)
+    )
+    assert again.metrics["embedding_engine"] == "none (all cached)" and not calls
+    monkeypatch.setenv("IMGCLF_ENGINE", "tensorflow")
+    monkeypatch.setenv("IMGCLF_CACHE", str(tmp_path / "fresh-cache"))
+    forced = imgclf.train(
+        color_folders, out=str(tmp_path / "c"), input_size=SIZE, epochs=3, reporter=Reporter(quiet=True)
+    )
+    assert forced.metrics["embedding_engine"] == "tensorflow" and not calls
+    saved = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert saved["embedding_engine"] == "tensorflow"
+    # Same images, other engine: the same predictions.
+    assert forced.metrics["val"]["accuracy"] == r.metrics["val"]["accuracy"]
