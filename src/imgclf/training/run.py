@@ -505,6 +505,12 @@ def _maybe_fine_tune(
     per_class = len(y_train) / max(1, len(np.unique(y_train)))
     if config.weights == backbones.RANDOM and config.fine_tune == "auto":
         fraction, why = 1.0, "training the whole backbone (--weights none: no pretrained features)"
+    elif config.weights == backbones.RANDOM and config.fine_tune == "off":
+        reporter.warn(
+            "--weights none with --fine-tune off trains only the head on random features; "
+            "--fine-tune auto (or 1) trains the whole backbone"
+        )
+        fraction, why = 0.0, "fine-tuning off (--fine-tune off)"
     else:
         fraction, why = resolve_fraction(config.fine_tune, per_class)
     if fraction and "val" not in probs_by_split:
@@ -610,7 +616,10 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
         record = json.loads(config_file.read_text())
     except ValueError:
         raise UsageError(f"--resume {run_dir}: config.json is not readable JSON") from None
-    if record.get("status") == "finished":
+    finished = record.get("status") == "finished" or (
+        "status" not in record and (run_dir / "metrics.json").exists()  # runs from before the status field
+    )
+    if finished:
         raise UsageError(
             f"--resume {run_dir}: this run finished; nothing to resume "
             f"(to train again: imgclf train --config {config_file})"
