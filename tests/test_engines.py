@@ -24,11 +24,11 @@ def test_litert_embeddings_equal_tensorflow_and_the_conversion_is_reused(lite0_f
     x = np.random.default_rng(0).integers(0, 256, (5, SIZE, SIZE, 3)).astype(np.uint8)
     embed = engines.litert_extractor(lite0_features, "test-key-1")
     np.testing.assert_allclose(embed(x), lite0_features.predict_on_batch(x), atol=1e-4)
-    files = list((isolated_cache / "engines").glob("features-*.tflite"))
-    assert len(files) == 1
-    mtime = files[0].stat().st_mtime_ns
+    converted = engines._engine_file("test-key-1")
+    assert converted.is_file() and converted.parent == isolated_cache / "engines"
+    mtime = converted.stat().st_mtime_ns
     engines.litert_extractor(lite0_features, "test-key-1")
-    assert files[0].stat().st_mtime_ns == mtime  # reused, not converted again
+    assert converted.stat().st_mtime_ns == mtime  # reused, not converted again
     assert not list((isolated_cache / "engines").glob(".*"))  # no temporary files left
 
 
