@@ -16,18 +16,39 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import flatbuffers
 
-# Importing mediapipe imports TensorFlow, whose C++ start-up lines (absl, oneDNN) would reach
-# stderr of `imgclf predict model.tflite` and `imgclf serve`: load TensorFlow the quiet way
-# first, and capture whatever mediapipe's own import prints (both unless IMGCLF_DEBUG is set).
-from .. import _keras  # noqa: F401
-from .._quiet import captured_fds
 
-with captured_fds((2,)):
-    from mediapipe.tasks.metadata import metadata_schema_py_generated as _md
-    from mediapipe.tasks.metadata import schema_py_generated as _tfl
+def _schema_module(name: str):
+    """One of mediapipe's generated schema modules, loaded from its file on its own.
+
+    They need only ``flatbuffers``, but importing them through the ``mediapipe`` package
+    imports TensorFlow (3 of the 5.6 s of `imgclf predict model.tflite` here, plus its C++
+    start-up lines on stderr); locating the package does not run it.
+    """
+    import importlib.util
+    import sys
+
+    qualified = f"imgclf._mediapipe_schema.{name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    package = importlib.util.find_spec("mediapipe")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError(
+            "mediapipe is not installed; it ships the TFLite metadata schema: pip install mediapipe"
+        )
+    path = Path(list(package.submodule_search_locations)[0]) / "tasks" / "metadata" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(qualified, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_md = _schema_module("metadata_schema_py_generated")
+_tfl = _schema_module("schema_py_generated")
 
 METADATA_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"
