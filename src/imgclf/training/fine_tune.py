@@ -74,14 +74,23 @@ def resolve_fraction(setting: str, images_per_class: float) -> tuple[float, str]
     return fraction, f"fine-tuning the top {fraction:.0%} of the backbone (--fine-tune {setting})"
 
 
-def unfreeze_top(backbone_model: keras.Model, block_of: list[str], fraction: float) -> int:
-    """Make the last ``fraction`` of blocks trainable, except BatchNormalization; returns the
-    number of trainable parameters. ``block_of[i]`` is the block of ``backbone_model.layers[i]``."""
+def unfreeze_top(
+    backbone_model: keras.Model, block_of: list[str], fraction: float, batch_norm: bool = False
+) -> int:
+    """Make the last ``fraction`` of blocks trainable, BatchNormalization only if ``batch_norm``;
+    returns the number of trainable parameters. ``block_of[i]`` is the block of
+    ``backbone_model.layers[i]``."""
     order = list(dict.fromkeys(block_of))
     top = set(order[len(order) - max(1, math.ceil(fraction * len(order))) :])
     backbone_model.trainable = True
     for layer, block in zip(backbone_model.layers, block_of):
-        layer.trainable = block in top and not isinstance(layer, keras.layers.BatchNormalization)
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = block in top and (batch_norm or not is_bn)
+        if is_bn and batch_norm:
+            # Keras Applications use momentum 0.99-0.999, made for ImageNet-length runs: after
+            # a few hundred steps the moving statistics would still be the initial 0/1 and
+            # inference would output a constant. 0.9 follows the data within tens of steps.
+            layer.momentum = min(layer.momentum, 0.9)
     return int(sum(np.prod(w.shape) for w in backbone_model.trainable_weights))
 
 
@@ -114,6 +123,7 @@ def fine_tune(
     size: int,
     background: tuple[int, int, int],
     fraction: float,
+    from_scratch: bool = False,
     augment: str = "light",
     lr: float = 1e-4,
     epochs: int = 20,
@@ -127,6 +137,7 @@ def fine_tune(
 ) -> FineTuneResult:
     """Fine-tune ``backbone_model``'s top blocks and ``head`` in place (best epoch restored).
 
+    ``from_scratch``: the backbone has random weights; BatchNormalization trains too.
     ``features`` is the frozen extractor (0..255 in, preprocessing inside) that wraps
     ``backbone_model``; the model trained here shares its layers, so assembling
     ``features`` and ``head`` afterwards gives the fine-tuned model.
@@ -141,14 +152,16 @@ def fine_tune(
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     num_classes = head.output_shape[-1]
-    trainable = unfreeze_top(backbone_model, block_of, fraction)
+    trainable = unfreeze_top(backbone_model, block_of, fraction, batch_norm=from_scratch)
     order = list(dict.fromkeys(block_of))
     n_top = max(1, math.ceil(fraction * len(order)))
 
     image = keras.Input(features.input_shape[1:], name="image")
-    # training=False: BatchNormalization in inference mode even while its neighbours train.
+    # Pretrained: BatchNormalization stays in inference mode while its neighbours train (its
+    # statistics are worth more than what small batches would make of them). From scratch
+    # (random weights) there are no statistics to keep: it trains like any other layer.
     x = features.get_layer("preprocess")(image)
-    x = backbone_model(x, training=False)
+    x = backbone_model(x) if from_scratch else backbone_model(x, training=False)
     model = keras.Model(image, head(x), name="fine_tune")
 
     steps = max(1, math.ceil(len(train[0]) / batch_size))

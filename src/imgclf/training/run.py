@@ -300,7 +300,9 @@ def train_from_config(
     ok_paths = [p for p, ok in zip(all_paths, result.ok) if ok]
     row_of = {p: i for i, p in enumerate(ok_paths)}
     if doctor is not None:
-        near = _near_duplicate_groups(dataset, ok_paths, result.vectors, config.near_duplicate_threshold)
+        # Random features (--weights none) make every pair look alike: no near-duplicate grouping.
+        threshold = 1.0 if config.weights == backbones.RANDOM else config.near_duplicate_threshold
+        near = _near_duplicate_groups(dataset, ok_paths, result.vectors, threshold)
         if near:
             groups = {p: d for p, (d, _) in digested.items() if d} | near
             dataset = load_dataset(
@@ -538,6 +540,7 @@ def _maybe_fine_tune(
             size=size,
             background=config.background,
             fraction=fraction,
+            from_scratch=config.weights == backbones.RANDOM,
             augment=config.augment,
             lr=config.fine_tune_lr,
             epochs=config.fine_tune_epochs,
@@ -561,6 +564,7 @@ def _maybe_fine_tune(
         "trainable_params": ft.trainable_params,
         "augment": config.augment,
         "seconds": round(ft.seconds, 3),
+        "history": {k: [round(v, 5) for v in vals] for k, vals in ft.history.items()},
         **_stage_record(ft.history, val, val_probs),
     }
     head_val = _stage_record({}, val, probs_by_split["val"])
