@@ -94,3 +94,21 @@ def test_auto_skips_small_datasets_and_says_why(color_folders, tmp_path):
     assert ft["status"] == "skipped" and "auto needs 50" in ft["reason"]
     saved = json.loads((r.run_dir / "metrics.json").read_text())
     assert saved["stages"]["fine_tune"]["status"] == "skipped"
+
+
+def test_from_scratch_trains_batch_norm_with_a_short_memory():
+    from imgclf import backbones
+    from imgclf._keras import keras
+    from imgclf.training.fine_tune import unfreeze_top
+
+    b = backbones.get("mobilenet_v3_small")
+    scratch = b.build(64, weights="none")
+    unfreeze_top(scratch, b.blocks([layer.name for layer in scratch.layers]), 1.0, batch_norm=True)
+    bns = [layer for layer in scratch.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(layer.trainable and layer.momentum <= 0.9 for layer in bns)
+
+    pretrained = b.build(64, weights="none")
+    unfreeze_top(pretrained, b.blocks([layer.name for layer in pretrained.layers]), 0.3)
+    bns = [layer for layer in pretrained.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert not any(layer.trainable for layer in bns) and all(layer.momentum > 0.9 for layer in bns)
+    assert any(layer.trainable for layer in pretrained.layers if isinstance(layer, keras.layers.Conv2D))
