@@ -155,7 +155,14 @@ def test_docs_render_offline(server):
             page.wait_for_selector(
                 "#operations-default-classify_v1_classify_post .opblock-body", timeout=10_000
             )
-            assert "multipart/form-data" in page.inner_text("#operations-default-classify_v1_classify_post")
+            # Swagger UI renders the expanded operation in steps: wait for the request body's types.
+            page.wait_for_function(
+                "() => (document.querySelector('#operations-default-classify_v1_classify_post')"
+                "?.innerText || '').includes('multipart/form-data')",
+                timeout=15_000,
+            )
+            text = page.inner_text("#operations-default-classify_v1_classify_post")
+            assert "multipart/form-data" in text and "413" in text  # request body and error responses
             page.screenshot(path=str(ARTIFACTS / "serve-docs.png"), full_page=True)
         finally:
             browser.close()
