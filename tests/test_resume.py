@@ -39,6 +39,9 @@ def _start_and_interrupt(run, sig, options=FINE_TUNE) -> subprocess.CompletedPro
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a shell: Ctrl-C's default action. An ignored SIGINT is inherited across exec,
+        # and earlier tests in this process (servers, the browser driver) may have set it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     state = run / "checkpoints" / "fine_tune" / "state.json"
     deadline = time.monotonic() + 600
