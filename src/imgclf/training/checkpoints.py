@@ -1,4 +1,5 @@
-"""Early stopping that survives ``kill -9``: a checkpoint after every epoch, resumable.
+"""Early stopping that survives ``kill -9``: a checkpoint after every epoch (or every few
+seconds, for epochs of milliseconds), resumable.
 
 Keras' ``BackupAndRestore`` saves the weights but not ``EarlyStopping``'s best epoch,
 best weights or patience count, and it writes in place (a kill mid-save can leave a
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,8 @@ from ..fileio import atomic_path, write_json
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """Stop when ``val_loss`` has not improved for ``patience`` epochs; keep the best weights;
-    with a ``folder``, save everything needed to resume after every epoch.
+    with a ``folder``, save everything needed to resume after every epoch, or at most every
+    ``every`` seconds (a kill then loses at most that much work) and when the stage ends.
 
     Example
     -------
@@ -31,11 +34,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
     >>> ckpt.finish(model)  # doctest: +SKIP  (best weights back in the model)
     """
 
-    def __init__(self, folder: Path | None, patience: int, monitor: str = "val_loss"):
+    def __init__(self, folder: Path | None, patience: int, monitor: str = "val_loss", every: float = 0.0):
         super().__init__()
         self.folder = Path(folder) if folder else None
         self.patience = patience
         self.monitor = monitor
+        self.every = every
+        self._saved_at = -math.inf
         self.state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": 0, "wait": 0, "history": {}}
         self.done = False
         self._best_weights: list[np.ndarray] | None = None
@@ -71,27 +76,26 @@ class EpochCheckpoint(keras.callbacks.Callback):
         improved = value is None or s["best"] is None or (math.isfinite(value) and value < s["best"])
         if improved:
             s["best"], s["best_epoch"], s["wait"] = (None if value is None else float(value)), epoch + 1, 0
-            if not self.folder:
-                self._best_weights = self.model.get_weights()
+            self._best_weights = self.model.get_weights()
         else:
             s["wait"] += 1
             if s["wait"] >= self.patience:
                 self.model.stop_training = True
-        self._save(self.model, improved)
+        if time.monotonic() - self._saved_at >= self.every:
+            self._save(self.model)
 
     # --- end ----------------------------------------------------------------------------
     def finish(self, model: keras.Model) -> dict[str, list[float]]:
         """Put the best epoch's weights back into ``model``, mark the stage done; returns the history."""
-        if self.folder and self.state.get("best_file"):
-            model.load_weights(self.folder / self.state["best_file"])
-        elif self._best_weights is not None:
+        if self._best_weights is not None:  # the best epoch was in this process
             model.set_weights(self._best_weights)
+        elif self.folder and self.state.get("best_file"):  # ... or before a resume
+            model.load_weights(self.folder / self.state["best_file"])
         self.done = self.state["done"] = True
-        if self.folder:
-            self._save(model, improved=False)
+        self._save(model)
         return self.history
 
-    def _save(self, model: keras.Model, improved: bool) -> None:
+    def _save(self, model: keras.Model) -> None:
         if not self.folder:
             return
         s, epoch = self.state, self.state["epoch"]
@@ -99,11 +103,18 @@ class EpochCheckpoint(keras.callbacks.Callback):
         with atomic_path(self.folder / latest) as tmp:
             model.save_weights(tmp)
         s["latest"] = latest
-        if improved:
-            s["best_file"] = f"best-{epoch}.weights.h5"
-            with atomic_path(self.folder / s["best_file"]) as tmp:
+        best_file = f"best-{s['best_epoch']}.weights.h5"
+        if self._best_weights is not None and s.get("best_file") != best_file:
+            current = model.get_weights() if s["best_epoch"] != epoch else None
+            if current is not None:
+                model.set_weights(self._best_weights)
+            with atomic_path(self.folder / best_file) as tmp:
                 model.save_weights(tmp)
+            if current is not None:
+                model.set_weights(current)
+            s["best_file"] = best_file
         write_json(self.folder / "state.json", s)  # the commit point
+        self._saved_at = time.monotonic()
         keep = {"state.json", s["latest"], s.get("best_file")}
         for old in self.folder.iterdir():
             if old.name not in keep and not old.name.startswith("."):
