@@ -442,6 +442,9 @@ def train_from_config(
 
 
 def keras_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and TensorFlow's random generators (imports TensorFlow).
+
+    Example: ``keras_seed(0)`` before building a random backbone gives the same one each time."""
     from .._keras import keras
 
     keras.utils.set_random_seed(seed)
