@@ -248,9 +248,47 @@ def main() -> None:
             f"| {r['engine']} | {r['images_per_s']} | {r['of_ceiling']:.1%} | {r.get('cosine_vs_tf32_min', '—')} | "
             f"{r.get('probe_test_accuracy', '—')} | {r['note']} |"
         )
+    lines += ["", *_decisions({r["engine"]: r for r in rows})]
     body = "\n".join(lines)
     print(body)
     update_section("throughput", body)
+
+
+def _decisions(by: dict[str, dict]) -> list[str]:
+    """What this run says about each option tried for imgclf's embedding pass."""
+
+    def get(prefix: str) -> dict:
+        return next(r for name, r in by.items() if name.startswith(prefix))
+
+    ref, bf16 = get("TF float32, batch 32"), get("TF mixed_bfloat16")
+    b1, b32, int8 = (
+        get("LiteRT float32 (XNNPACK), batch 1"),
+        get("LiteRT float32 (XNNPACK), batch 32"),
+        get("LiteRT int8"),
+    )
+    probe_loss = 100 * (b1["probe_test_accuracy"] - int8["probe_test_accuracy"])
+    return [
+        "What was tried for the embedding pass (budget: at most 0.3 points of accuracy), by this run's numbers:",
+        f"- Kept: LiteRT float32, batch 1 ({b1['images_per_s']} img/s, {b1['images_per_s'] / ref['images_per_s']:.1f}x "
+        f"TF's batch 32; embeddings equal to TF's, min cosine {b1['cosine_vs_tf32_min']}). imgclf converts the "
+        "backbone once per size and weights and keeps the .tflite in its cache; decoding runs in a thread pool a "
+        "few batches ahead (`data/pipeline.py`).",
+        f"- LiteRT float32 at batch 32: {b32['images_per_s']} img/s, "
+        + (
+            "slower than batch 1, so imgclf invokes per image."
+            if b32["images_per_s"] < b1["images_per_s"]
+            else "faster than batch 1 here."
+        ),
+        f"- TF mixed_bfloat16 (AVX512-BF16): {bf16['images_per_s']} img/s vs {ref['images_per_s']} in float32"
+        + (": slower, dropped." if bf16["images_per_s"] < ref["images_per_s"] else "."),
+        f"- LiteRT int8: {int8['images_per_s']} img/s, but its probe accuracy is {probe_loss:.1f} points below float32's "
+        f"and its min cosine {int8['cosine_vs_tf32_min']}"
+        + (
+            ": over the 0.3-point budget, not used for training embeddings (it stays an export option)."
+            if probe_loss > 0.3
+            else "."
+        ),
+    ]
 
 
 if __name__ == "__main__":

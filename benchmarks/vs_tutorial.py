@@ -7,9 +7,10 @@ Fashion-MNIST folders and one after the other: `benchmarks/tutorial_pipeline.py`
 baseline: the backbone on every batch of 10 epochs) and `imgclf train` with default
 settings; each as a fresh process with an empty cache (cold: both pay the weight
 conversion). Small sizes run as several interleaved pairs and report the medians, since
-there imgclf takes seconds and one noisy moment moves the ratio. Prints and writes to BENCHMARKS.md wall time, test accuracy and the ratio
-baseline time / imgclf time. Target (issue 6): ratio >= 8 and imgclf's test accuracy at
-most 0.5 points below the baseline's, on both sizes.
+there imgclf takes seconds and one noisy moment moves the ratio. Prints and writes to
+BENCHMARKS.md wall time, test accuracy and the ratio baseline time / imgclf time.
+Target (issue 6): ratio >= 8 and imgclf's test accuracy at most 0.5 points below the
+baseline's, on both sizes.
 """
 
 from __future__ import annotations
