@@ -115,6 +115,23 @@ def test_predict_tflite_prints_no_tensorflow_chatter(exported, tmp_path):
     assert result["path"] == str(image) and len(result["predictions"]) == 3
 
 
+def test_console_script_exit_skips_teardown_but_keeps_output_and_exit_codes(trained_run, tmp_path):
+    """After TensorFlow is loaded the console script leaves with os._exit: every line printed
+    must still arrive, and the exit code must be the command's."""
+    from .conftest import COLORS, make_image
+
+    images = sorted((SAMPLE / "test").rglob("*.png"))
+    r = run_cli("predict", trained_run.run_dir, SAMPLE / "test", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)  # the whole document, flushed before the quick exit
+    assert len(rows) == len(images) > 50 and all(len(row["predictions"]) == 3 for row in rows)
+
+    for cls in ("bag", "zebra"):
+        make_image(tmp_path / "d" / cls / "1.png", COLORS["red"])
+    r = run_cli("evaluate", trained_run.run_dir, tmp_path / "d")
+    assert r.returncode == 2 and "zebra" in r.stderr
+
+
 def test_predict_folder_csv_and_table(capsys, trained_run):
     folder = SAMPLE / "test" / "trouser"
     assert main(["predict", str(trained_run.run_dir), str(folder), "--format", "csv", "--top-k", "1"]) == 0
