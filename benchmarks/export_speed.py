@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from report import COMMAND, update_section
@@ -38,12 +39,14 @@ def main() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        t = time.perf_counter()
         subprocess.run(
             [str(BIN / "imgclf"), "--quiet", "export", str(run), "--runs", "200"],
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        export_wall = time.perf_counter() - t
         report = json.loads((run / "export" / "report.json").read_text())
         table = (run / "export" / "report.md").read_text()
     v = {x["name"]: x for x in report["variants"]}
@@ -65,6 +68,14 @@ def main() -> None:
         f"{args.per_class} train images per class (+100 test per class), then `imgclf export RUN --runs 200`.",
         "",
         table.strip(),
+        "",
+        f"`imgclf export` took {export_wall:.1f} s (whole process: conversions, SavedModel, parity on "
+        f"{sum(report['splits'].values()):,} images x {len(report['variants'])} variants, latency). "
+        "Conversion, per file: "
+        + ", ".join(
+            f"{x['name']} {x['convert_seconds']:.1f} s" for x in report["variants"] if "convert_seconds" in x
+        )
+        + " (int8 includes calibration and re-fitting the head).",
         "",
         "| check (one run) | measured | target | met |",
         "|---|---|---|---|",

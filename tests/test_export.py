@@ -47,6 +47,33 @@ def test_tflite_carries_its_labels(exported, tmp_path, precision):
     assert clf.labels == imgclf.load(out.parent).labels
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_tflite_serving_signature_runs_the_model(exported, trained_run, precision):
+    """Converted without a SavedModel, the file still has the signature that path gave it,
+    mapped to the model's real input and output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, _ = exported
+    path = str(out / f"model_{precision}.tflite")
+    interpreter = Interpreter(model_path=path)
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["image"], "outputs": ["output_0"]}
+    }
+    inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    image = decode_image(TEST_IMAGES[0], 224)[None].astype(inp["dtype"])
+    by_signature = interpreter.get_signature_runner()(image=image)["output_0"].copy()
+
+    plain = Interpreter(model_path=path)
+    plain.allocate_tensors()
+    plain.set_tensor(inp["index"], image)
+    plain.invoke()
+    assert np.array_equal(by_signature, plain.get_tensor(outp["index"]))
+    if precision in ("float32", "float16"):  # float16 weights: the export benchmark sees |dp| up to ~0.01
+        keras_probs = trained_run.model.predict(image.astype(np.float32), verbose=0)
+        assert np.abs(by_signature - keras_probs).max() < (1e-4 if precision == "float32" else 0.02)
+        assert by_signature.argmax() == keras_probs.argmax()
+
+
 def test_report_agreement_is_what_the_predictor_measures(exported, trained_run):
     out, report = exported
     config = json.loads((trained_run.run_dir / "config.json").read_text())

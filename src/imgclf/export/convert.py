@@ -15,6 +15,8 @@ from .._keras import keras
 from .._quiet import captured_fds
 from ..errors import UsageError
 from ..fileio import DIR_MODE
+from ..training.engines import tflite_converter
+from .metadata import add_serving_signature
 
 PRECISIONS = ("float32", "dynamic", "float16", "int8")
 IO_TYPES = ("uint8", "int8", "float32")
@@ -64,7 +66,7 @@ def to_tflite(
         raise UsageError(f"--quantize {precision}: unknown; choose from {', '.join(PRECISIONS)}")
     if io_type not in IO_TYPES:
         raise UsageError(f"--io-type {io_type}: unknown; choose from {', '.join(IO_TYPES)}")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tflite_converter(model)
     if precision != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if precision == "float16":
@@ -86,7 +88,7 @@ def to_tflite(
         # "Statistics for quantized inputs were expected": the representative dataset supplies them.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         try:
-            return bytes(converter.convert())
+            return add_serving_signature(bytes(converter.convert()))
         except Exception as exc:  # the converter raises many types; keep its log for --debug
             raise ConversionError(f"{precision} conversion failed: {exc}".splitlines()[0], log()) from exc
 

@@ -8,7 +8,8 @@ metadata is built here with the schema classes mediapipe *does* ship
 (``metadata_schema_py_generated``, ``schema_py_generated``) and the ``flatbuffers`` runtime,
 the same way the official populator does it: the metadata flatbuffer goes into a model
 buffer named ``TFLITE_METADATA``, and associated files (labels) are appended to the model
-as a zip archive.
+as a zip archive. The ``serving_default`` signature that the fast conversion path leaves
+out is added here too, with the same schema classes.
 """
 
 from __future__ import annotations
@@ -140,6 +141,45 @@ def _strip_zip(model_bytes: bytes) -> bytes:
             first = min((zi.header_offset for zi in zf.infolist()), default=len(model_bytes))
         return model_bytes[:first]
     return model_bytes
+
+
+SERVING_SIGNATURE = "serving_default"
+
+
+def add_serving_signature(
+    model_bytes: bytes, input_name: str = "image", output_name: str = "output_0"
+) -> bytes:
+    """Return ``model_bytes`` with a ``serving_default`` signature over its one input and output.
+
+    The fast conversion path (a frozen function, not a SavedModel) writes no signature, and
+    ``interpreter.get_signature_runner()`` needs one; the names are those the SavedModel
+    path gives a Keras model, so ``runner(image=x)["output_0"]`` works as it did.
+
+    Example
+    -------
+    >>> data = add_serving_signature(converter.convert())  # doctest: +SKIP
+    """
+    model = _tfl.ModelT.InitFromObj(_tfl.Model.GetRootAs(_strip_zip(model_bytes), 0))
+    graph = model.subgraphs[0]
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ValueError(
+            f"expected one input and one output, got {len(graph.inputs)} and {len(graph.outputs)}"
+        )
+
+    def tensor_map(name: str, index: int):
+        entry = _tfl.TensorMapT()
+        entry.name, entry.tensorIndex = name, int(index)
+        return entry
+
+    signature = _tfl.SignatureDefT()
+    signature.signatureKey = SERVING_SIGNATURE
+    signature.subgraphIndex = 0
+    signature.inputs = [tensor_map(input_name, graph.inputs[0])]
+    signature.outputs = [tensor_map(output_name, graph.outputs[0])]
+    model.signatureDefs = [signature]
+    b = flatbuffers.Builder(0)
+    b.Finish(model.Pack(b), b"TFL3")
+    return bytes(b.Output())
 
 
 def add_metadata(model_bytes: bytes, info: ModelInfo) -> bytes:
