@@ -31,6 +31,7 @@ lint: setup
 # Benchmarks need the Fashion-MNIST source files (Debian package) to write their folders.
 bench: setup
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/export_speed.py
 	$(BIN)/python benchmarks/check_speed.py

@@ -94,6 +94,29 @@ def _litert(model_bytes: bytes, threads: int, batch: int):
     return run
 
 
+def _openvino(model_bytes: bytes, precision: str):
+    """A function running one image per OpenVINO call on the same ``.tflite`` (its TFLite
+    reader), latency mode (both cores on one image), ``precision`` f32 or bf16; None when
+    OpenVINO is not installed (it is a benchmark-only extra: ``pip install -e '.[bench]'``)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(model_bytes)
+        f.flush()
+        compiled = ov.Core().compile_model(
+            f.name, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        )
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        rows = [request.infer({0: im[None].astype(np.float32)})[compiled.output(0)][0].copy() for im in x]
+        return np.stack(rows)
+
+    return run
+
+
 def _probe_accuracy(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_test: np.ndarray) -> float:
     from sklearn.linear_model import LogisticRegression
 
@@ -204,6 +227,22 @@ def main() -> None:
         tr, te = run(all_train), run(test_pixels)
         add(f"LiteRT float32 (XNNPACK), batch {batch}, decoded pixels", rate, tr, te, ref_train)
 
+    # OpenVINO on the same float32 .tflite: tried as an alternative runtime for this x86 CPU.
+    for precision in ("f32", "bf16"):
+        run = _openvino(f32, precision)
+        if run is None:
+            print("openvino not installed: its rows are skipped (pip install -e '.[bench]')")
+            break
+        rate, _ = _rate(run, pixels)
+        add(
+            f"OpenVINO {precision} (same .tflite), batch 1, decoded pixels",
+            rate,
+            run(all_train),
+            run(test_pixels),
+            ref_train,
+            "" if precision == "f32" else "AVX512-BF16 kernels",
+        )
+
     calib = pixels[:100].astype(np.float32)
     converter = tf.lite.TFLiteConverter.from_keras_model(fx)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -267,6 +306,30 @@ def _decisions(by: dict[str, dict], test_images: int) -> list[str]:
         get("LiteRT int8"),
     )
     probe_loss = 100 * (b1["probe_test_accuracy"] - int8["probe_test_accuracy"])
+    openvino = []
+    ov32, ov16 = (
+        next((r for n, r in by.items() if n.startswith(f"OpenVINO {p} ")), None) for p in ("f32", "bf16")
+    )
+    if ov32:
+        ratio = ov32["images_per_s"] / b1["images_per_s"]
+        openvino.append(
+            f"- OpenVINO float32, reading the same .tflite: {ov32['images_per_s']} img/s, {ratio:.2f}x LiteRT's "
+            f"(min cosine {ov32['cosine_vs_tf32_min']}): "
+            + (
+                "slower here, not adopted."
+                if ratio < 1
+                else "not enough to run a second ~60 MB runtime beside LiteRT, which `imgclf export` and "
+                "`serve` need anyway; not adopted."
+            )
+        )
+    if ov16:
+        loss16 = 100 * (b1["probe_test_accuracy"] - ov16["probe_test_accuracy"])
+        openvino.append(
+            f"- OpenVINO bfloat16 (AVX512-BF16): {ov16['images_per_s']} img/s "
+            f"({ov16['images_per_s'] / b1['images_per_s']:.2f}x LiteRT float32), probe {ov16['probe_test_accuracy']} "
+            f"({-loss16:+.1f} points), min cosine {ov16['cosine_vs_tf32_min']}: it changes the embeddings, so it is "
+            "ruled out for the same reason as int8."
+        )
     return [
         "What was tried for the embedding pass (budget: at most 0.3 points of accuracy), by this run's numbers:",
         f"- Kept: LiteRT float32, batch 1 ({b1['images_per_s']} img/s, {b1['images_per_s'] / ref['images_per_s']:.1f}x "
@@ -288,6 +351,7 @@ def _decisions(by: dict[str, dict], test_images: int) -> list[str]:
         "trained and scored on int8 features while `model.keras` runs the float backbone, so the accuracy a run "
         "reports would no longer be its saved model's (the run's full-model check needs max |dp| < 1e-3). int8 "
         "stays an export option with its own parity report.",
+        *openvino,
     ]
 
 
