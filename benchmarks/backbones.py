@@ -124,6 +124,17 @@ def render(rows: list[dict], how: str, per_class: int, notes: list[str] = ()) ->
             f"- Target (fine-tuned lite0 beats head-only lite0 on test): {verdict} "
             f"({tuned['test_accuracy']:.3f} vs {head['test_accuracy']:.3f})."
         )
+    for name in dict.fromkeys(r["backbone"] for r in rows):
+        pair = [r for r in rows if r["backbone"] == name]
+        base = next((r for r in pair if r["stage"] == "head only"), None)
+        fine = next((r for r in pair if r["stage"].startswith("fine")), None)
+        if base and fine:
+            gain = 100 * (fine["test_accuracy"] - base["test_accuracy"])
+            lines.append(
+                f"- {name}: fine-tuning moves test accuracy by {gain:+.1f} points "
+                f"({base['test_accuracy']:.3f} -> {fine['test_accuracy']:.3f}) for "
+                f"{fine['wall_s'] / base['wall_s']:.0f}x the head-only run's wall time on this CPU."
+            )
     lines += [f"- {n}" for n in notes]
     body = "\n".join(lines)
     print(body)
