@@ -8,7 +8,8 @@ EfficientNet-Lite0 feature extractor at 224 px, batch 32, both cores, one proces
 - imgclf's embedding pass with decoding (files -> embeddings, as `imgclf train` runs it)
   and without (pre-decoded pixels);
 - TensorFlow with the mixed_bfloat16 policy (AVX512-BF16 on this CPU);
-- the same extractor as a float32 and an int8 `.tflite` on LiteRT (XNNPACK).
+- the same extractor as a float32 and an int8 `.tflite` on LiteRT (XNNPACK);
+- the float32 `.tflite` on OpenVINO, float32 and bfloat16 (when the `bench` extra is installed).
 Also the agreement of each engine's embeddings with TensorFlow float32 (cosine), and what a
 head trained on them scores (linear probe, Fashion-MNIST) so a faster engine that costs
 accuracy shows it. Prints a table, writes benchmarks/results/throughput.json and its section
