@@ -140,7 +140,7 @@ def main() -> None:
     from imgclf.data.dataset import load_dataset
     from imgclf.data.pipeline import decoded_batches
     from imgclf.training.embeddings import compute_embeddings
-    from imgclf.training.engines import embedding_function
+    from imgclf.training.engines import embedding_function, tflite_converter
     from imgclf.training.head import feature_extractor
 
     threads = os.cpu_count() or 1
@@ -220,7 +220,7 @@ def main() -> None:
     add("TF mixed_bfloat16, batch 32, decoded pixels", rate, tr, te, ref_train)
 
     # 4/5. LiteRT float32 and int8, batch 1 (imgclf's choice) and 32.
-    converter = tf.lite.TFLiteConverter.from_keras_model(fx)
+    converter = tflite_converter(fx)  # how imgclf converts (no SavedModel round trip)
     f32 = converter.convert()
     for batch in (1, BATCH):
         run = _litert(f32, threads, batch)
@@ -245,7 +245,7 @@ def main() -> None:
         )
 
     calib = pixels[:100].astype(np.float32)
-    converter = tf.lite.TFLiteConverter.from_keras_model(fx)
+    converter = tflite_converter(fx)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([calib[i : i + 1]] for i in range(len(calib)))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
