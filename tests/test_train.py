@@ -63,6 +63,10 @@ def test_metrics_are_consistent(trained_run):
     assert m["full_model_check"]["ok"]
     rows = list(csv.reader((trained_run.run_dir / "history.csv").open()))
     assert rows[0][:2] == ["stage", "epoch"] and len(rows) - 1 == m["epochs_run"]
+    t = m["timing_seconds"]
+    parts = ("data_check", "model_setup", "backbone", "head", "fine_tune")
+    assert all(t[k] >= 0 for k in (*parts, "engine_conversion")) and t["model_setup"] > 0
+    assert t["engine_conversion"] <= t["backbone"] and sum(t[k] for k in parts) <= t["total"]
 
 
 def test_saved_model_reproduces_predictions_csv(trained_run):
@@ -82,6 +86,7 @@ def test_second_run_reuses_embeddings_and_reproduces(trained_run, tmp_path):
     again = imgclf.train(SAMPLE, out=str(tmp_path / "again"), reporter=Reporter(quiet=True))
     assert again.metrics["images_embedded"] == 0
     assert again.metrics["images_from_cache"] == 600
+    assert again.metrics["timing_seconds"]["engine_conversion"] == 0  # all cached: no engine prepared
     assert again.metrics["test"]["accuracy"] == pytest.approx(
         trained_run.metrics["test"]["accuracy"], abs=0.005
     )

@@ -77,6 +77,7 @@ class EmbeddingResult:
     cached: int = 0
     seconds: float = 0.0  # the embedding pass: cache look-ups, decoding and backbone
     engine: str = ""  # what ran the backbone: litert, tensorflow (set by the caller)
+    engine_seconds: float = 0.0  # of ``seconds``: converting or loading the engine (set by the caller)
 
 
 def _digest_or_error(path: Path) -> tuple[str | None, str | None]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,22 +105,35 @@ def litert_extractor(features: Any, key: str, threads: int | None = None) -> Emb
     return embed
 
 
+@dataclass
+class EngineChoice:
+    """What ran the backbone (``name``: litert or tensorflow; empty while nothing ran) and
+    the seconds spent getting it ready (converting or loading the ``.tflite``)."""
+
+    name: str = ""
+    seconds: float = 0.0
+
+
 def embedding_function(
     features: Any, key: str | None, warn: Callable[[str], None]
-) -> tuple[EmbedFn, list[str]]:
+) -> tuple[EmbedFn, EngineChoice]:
     """The fastest working way to run ``features``: LiteRT (converted on first use, so a run
     whose embeddings are all cached never converts), else TensorFlow. ``key=None`` or
-    ``IMGCLF_ENGINE=tensorflow`` means TensorFlow. The list names the engine once used.
+    ``IMGCLF_ENGINE=tensorflow`` means TensorFlow. The ``EngineChoice`` is filled in on the
+    first call.
 
     Example
     -------
-    >>> embed, used = embedding_function(fx, key, reporter.warn)  # doctest: +SKIP
+    >>> embed, engine = embedding_function(fx, key, reporter.warn)  # doctest: +SKIP
+    >>> vectors = embed(images); engine.name  # doctest: +SKIP
+    'litert'
     """
-    used: list[str] = []
+    choice = EngineChoice()
     chosen: list[EmbedFn] = []
 
     def embed(images: np.ndarray) -> np.ndarray:
         if not chosen:
+            started = time.perf_counter()
             fn, name = features.predict_on_batch, "tensorflow"
             if key is not None and os.environ.get("IMGCLF_ENGINE", "litert") == "litert":
                 try:
@@ -127,7 +142,7 @@ def embedding_function(
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     warn(f"LiteRT could not run this backbone ({first}); using TensorFlow (slower)")
             chosen.append(fn)
-            used.append(name)
+            choice.name, choice.seconds = name, time.perf_counter() - started
         return chosen[0](images)
 
-    return embed, used
+    return embed, choice

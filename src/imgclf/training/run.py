@@ -210,7 +210,8 @@ def embed_images(
     finally:
         if cache:
             cache.close()
-    result.engine = engine[0] if engine else "none (all cached)"
+    result.engine = engine.name or "none (all cached)"
+    result.engine_seconds = engine.seconds
     return result, features
 
 
@@ -266,6 +267,7 @@ def train_from_config(
         doctor, digested = None, None
     else:
         dataset, doctor, digested = _prepare_dataset(config, reporter)
+    data_check_seconds = time.perf_counter() - started
     if reference and reference.get("dataset", {}).get("fingerprint") not in (None, dataset.fingerprint()):
         reporter.warn(
             "the data differs from the run this config came from (files added, removed or changed): "
@@ -283,6 +285,7 @@ def train_from_config(
         + f" images -> {run_dir}"
     )
 
+    t_setup = time.perf_counter()
     from .head import assemble, train_head  # imports TensorFlow: after the cheap checks
 
     keras_seed(config.seed)  # --weights none: the same random backbone every time
@@ -291,6 +294,7 @@ def train_from_config(
         all_paths, backbone, size, config.background, reporter, digested, config.weights
     )
     backbone_seconds = result.seconds  # the pass itself, not building the model
+    setup_seconds = time.perf_counter() - t_setup - backbone_seconds  # TensorFlow import + building
     if result.errors:
         first = "; ".join(f"{p}: {why}" for p, why in list(result.errors.items())[:3])
         reporter.warn(f"skipped {len(result.errors)} unreadable image(s): {first}")
@@ -401,7 +405,10 @@ def train_from_config(
             "epochs_run": stages["head"]["epochs_run"],
             "best_epoch": stages["head"]["best_epoch"],
             "timing_seconds": {
+                "data_check": round(data_check_seconds, 3),
+                "model_setup": round(setup_seconds, 3),
                 "backbone": round(backbone_seconds, 3),
+                "engine_conversion": round(result.engine_seconds, 3),
                 "head": round(head_seconds, 3),
                 "fine_tune": stages["fine_tune"].get("seconds", 0.0),
                 "total": round(time.perf_counter() - started, 3),
