@@ -371,7 +371,10 @@ def train_from_config(
     probs_by_split: dict[str, np.ndarray] = {}
     for name in ("val", "test"):
         if name in vectors and len(vectors[name][0]):
-            probs_by_split[name] = head.predict(vectors[name][0], verbose=0)
+            # One eager call: the head is one Dense layer, and predict() traces a function and
+            # loops over batches first (1,200 rows: 0.18 s vs 0.008 s; 60,000: 1.1 vs 0.07 s),
+            # for the same values bit for bit.
+            probs_by_split[name] = np.asarray(head(vectors[name][0], training=False))
     stages: dict[str, Any] = {"head": _stage_record(history, vectors.get("val"), probs_by_split.get("val"))}
     stages["head"]["seconds"] = round(head_seconds, 3)
 
