@@ -132,8 +132,8 @@ def main() -> None:
             f"- imgclf at {r['train_per_class']}/class, where the {i['wall_s']} s went: process start and "
             f"imports {outside:.1f} s (with the report and exit), dataset doctor {t['data_check']:.1f} s, "
             f"TensorFlow import and building the backbone {t['model_setup']:.1f} s, engine conversion "
-            f"{conversion:.1f} s, embedding pass {embedding:.1f} s, head {t['head']:.1f} s, full-model check, "
-            f"saving and plots {finish:.1f} s."
+            f"{conversion:.1f} s, embedding pass {embedding:.1f} s, head {t['head']:.1f} s, near-duplicate "
+            f"grouping, full-model check, saving and plots {finish:.1f} s."
         )
         # What no cold run on the float32 engine can skip: TensorFlow (to build and convert the
         # backbone), the conversion, and the pass itself.
