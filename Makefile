@@ -25,8 +25,10 @@ test: setup chromium
 chromium:
 	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 
+# ruff, then the layers contract of pyproject.toml (ARCHITECTURE.md): no upward import, no cycle.
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks conftest.py
+	$(BIN)/lint-imports
 
 # Benchmarks need the Fashion-MNIST source files (Debian package) to write their folders.
 bench: setup

@@ -65,12 +65,12 @@ def main() -> None:
             epochs = ["--fine-tune-epochs", str(opts.fine_tune_epochs)]
             runs = (
                 [
-                    ("head only", ["--model", name]),
-                    ("fine-tuned 0.3", ["--model", name, "--fine-tune", "0.3", *epochs]),
+                    ("head only", ["--backbone", name]),
+                    ("fine-tuned 0.3", ["--backbone", name, "--fine-tune", "0.3", *epochs]),
                 ]
                 if offline
                 # From scratch needs a higher learning rate; 96 px and 3 epochs keep it to minutes.
-                else [("from scratch, 96 px, 3 epochs", ["--model", name, *SCRATCH])]
+                else [("from scratch, 96 px, 3 epochs", ["--backbone", name, *SCRATCH])]
             )
             for stage, args in runs:
                 r = _train(data, Path(tmp) / f"{name}-{len(rows)}", cache, args)

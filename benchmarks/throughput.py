@@ -136,12 +136,13 @@ def main() -> None:
 
     from imgclf import backbones
     from imgclf._keras import keras
+    from imgclf.backbones import feature_extractor
     from imgclf.backbones.stats import backbone_stats
+    from imgclf.data.batches import decoded_batches
     from imgclf.data.dataset import load_dataset
-    from imgclf.data.pipeline import decoded_batches
-    from imgclf.training.embeddings import compute_embeddings
-    from imgclf.training.engines import embedding_function, tflite_converter
-    from imgclf.training.head import feature_extractor
+    from imgclf.embeddings.compute import compute_embeddings
+    from imgclf.embeddings.engines import embedding_function
+    from imgclf.litert.convert import tflite_converter
 
     threads = os.cpu_count() or 1
     lite0 = backbones.get("efficientnet_lite0")

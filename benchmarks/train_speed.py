@@ -107,21 +107,22 @@ import json, time
 from pathlib import Path
 import numpy as np
 from imgclf import backbones
-from imgclf.cache import cache_dir
+from imgclf.paths import cache_dir
 from imgclf.fileio import content_digest
-from imgclf.training.embeddings import EmbeddingCache
+from imgclf.embeddings.cache import EmbeddingCache
+from imgclf.training.config import StageParams
 from imgclf.training.head import train_head
-from imgclf.training.run import embedding_key
+from imgclf.embeddings.embed import embedding_key
 cfg = json.loads(Path({str(work / f"run-{per_class}-cold" / "config.json")!r}).read_text())
 root, classes = Path(cfg["dataset"]["root"]), cfg["classes"]
 rows = [r for s in ("train", "val") for r in cfg["splits"][s]]
-key = embedding_key(backbones.get(cfg["options"]["model"]), cfg["backbone"]["input_size"], tuple(cfg["options"]["background"]))
+key = embedding_key(backbones.get(cfg["options"]["backbone"]), cfg["backbone"]["input_size"], tuple(cfg["options"]["background"]))
 digests = [content_digest(root / p) for p, _ in rows]
 vectors = EmbeddingCache(cache_dir() / "embeddings.sqlite").get_many(key, digests)
 x = np.stack([vectors[d] for d in digests])
 y = np.array([classes.index(c) for _, c in rows])
 start = time.perf_counter()
-train_head(x, y, None, None, len(classes), epochs=50)
+train_head(x, y, None, None, len(classes), StageParams(epochs=50))
 print(json.dumps({{"images": len(x), "epochs": 50, "seconds": round(time.perf_counter() - start, 2)}}))
 """
     env = {**os.environ, "IMGCLF_CACHE": str(work / f"cache-{per_class}")}

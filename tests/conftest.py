@@ -73,17 +73,18 @@ def sample_copy(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported(trained_run):
-    """The sample run exported to all four .tflite precisions and a SavedModel."""
-    from imgclf.export.run import ExportConfig, export_run
+def exported(trained_run, tmp_path_factory):
+    """A copy of the sample run, exported to all four .tflite precisions and a SavedModel
+    (the shared run itself stays as training left it). Returns (export folder, report)."""
+    import imgclf
     from imgclf.progress import Reporter
 
-    out = trained_run.run_dir / "export"
-    report = export_run(
-        ExportConfig(run=str(trained_run.run_dir), formats=["tflite", "savedmodel"], latency_runs=5),
-        reporter=Reporter(quiet=True),
+    run = tmp_path_factory.mktemp("exported") / "sample"
+    shutil.copytree(trained_run.run_dir, run)
+    result = imgclf.export(
+        run, formats=["tflite", "savedmodel"], latency_runs=5, reporter=Reporter(quiet=True)
     )
-    return out, report
+    return result.out, result.report
 
 
 def png_header_only(width: int, height: int) -> bytes:

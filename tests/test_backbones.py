@@ -19,18 +19,27 @@ def empty_keras_home(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", backbones.names())
-def test_every_entry_builds_and_takes_one_training_step(name):
+def test_every_entry_builds_trains_one_step_and_converts_to_litert(name):
+    """Parametrized over the registry itself: registering a backbone is what gets it tested.
+    Pretrained weights where they are offline (embedded), random ones elsewhere, at 64 px."""
     from imgclf._keras import keras
-    from imgclf.training.head import assemble, build_head, feature_extractor
+    from imgclf.backbones import feature_extractor
+    from imgclf.embeddings.engines import litert_extractor
+    from imgclf.training.head import assemble, build_head
 
     b = backbones.get(name)
-    net = b.build(64, weights="none")
+    weights = backbones.PRETRAINED if b.offline() and not b.pretrained_sizes else backbones.RANDOM
+    net = b.build(64, weights=weights)
     assert net.output_shape[-1] >= 576
     fx = feature_extractor(net, b.preprocessing(), 64)
+    x = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3)).astype(np.float32)
+    # The frozen extractor on LiteRT computes what Keras computes (the embedding pass's engine).
+    embed = litert_extractor(fx, f"registry-test-{name}-{weights}")
+    np.testing.assert_allclose(embed(x.astype(np.uint8)), fx.predict_on_batch(x), atol=1e-4, rtol=1e-4)
+
     model = assemble(fx, build_head(net.output_shape[-1], 3, 0.2))
     net.trainable = True
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
-    x = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3)).astype(np.float32)
     y = keras.utils.to_categorical([0, 1, 2, 0], 3)
     before = [w.copy() for w in net.get_weights()]
     loss = model.train_on_batch(x, y)

@@ -42,7 +42,7 @@ def server(trained_run, exported, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "stderr.log"
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "imgclf.cli", "-q", "serve", str(trained_run.run_dir), "--port", "0"],
+            [sys.executable, "-m", "imgclf.cli", "-q", "serve", str(exported[0].parent), "--port", "0"],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,

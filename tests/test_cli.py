@@ -174,7 +174,7 @@ def test_train_cli_prints_accuracy_and_paths(capsys, tmp_path):
     "text,rgb", [("white", (255, 255, 255)), ("#ff8000", (255, 128, 0)), ("0, 10,20", (0, 10, 20))]
 )
 def test_background_colours(text, rgb):
-    from imgclf.data.decode import parse_color
+    from imgclf.data.color import parse_color
 
     assert parse_color(text) == rgb
 

@@ -123,8 +123,12 @@ def test_a_file_instead_of_a_folder(tmp_path):
 
 @pytest.mark.parametrize("val,test,message", [(1.5, 0.0, "--val-split 1.5"), (0.6, 0.5, "leaves nothing")])
 def test_bad_split_fractions(color_folders, val, test, message):
-    with pytest.raises(DataError, match=message):
-        load_dataset(color_folders, val_split=val, test_split=test)
+    # Checked with the other options, before any data is read (TrainConfig.validate).
+    from imgclf.errors import UsageError
+    from imgclf.training.config import TrainConfig
+
+    with pytest.raises(UsageError, match=message):
+        TrainConfig(data=str(color_folders), val_split=val, test_split=test).validate()
 
 
 def test_labels_match_folder_names(color_folders):

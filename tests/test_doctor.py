@@ -133,8 +133,6 @@ def test_label_issues_find_flipped_labels(sample_copy, tmp_path):
 
     import numpy as np
 
-    from imgclf.evaluation.data_issues import embedding_checks
-
     data = tmp_path / "flipped"
     shutil.copytree(sample_copy / "train", data)
     images = sorted(data.rglob("*.png"))
@@ -147,8 +145,8 @@ def test_label_issues_find_flipped_labels(sample_copy, tmp_path):
         dst = data / other / f"flipped_{src.name}"
         src.rename(dst)
         flipped.add(str(dst))
-    report = check_dataset(data)
-    written = embedding_checks(report, label_issues=True, out=tmp_path / "out", reporter=Reporter(quiet=True))
+    result = imgclf.check(data, label_issues=True, out=str(tmp_path / "out"), reporter=Reporter(quiet=True))
+    report, written = result.report, result.written
     rows = (tmp_path / "out" / "label_issues.csv").read_text().splitlines()
     assert rows[0].startswith("rank,path,given_label,suggested_label")
     ranked = [line.split(",")[1] for line in rows[1:]]
@@ -175,10 +173,12 @@ def test_near_duplicates_across_splits(sample_copy, tmp_path, capsys):
     assert any(str(src) in group and "copy_of_train.png" in group for group in leak["paths"])
 
 
-def test_issues_command_on_a_run(capsys, trained_run):
-    assert main(["issues", str(trained_run.run_dir)]) == 0
+def test_issues_command_on_a_run(capsys, trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"  # a copy: the shared run stays as training left it
+    shutil.copytree(trained_run.run_dir, run)
+    assert main(["issues", str(run)]) == 0
     out = capsys.readouterr().out
     assert "likely label issue(s)" in out
-    assert (trained_run.run_dir / "label_issues.csv").exists() and (
-        trained_run.run_dir / "label_issues.png"
-    ).exists()
+    assert (run / "label_issues.csv").exists() and (run / "label_issues.png").exists()

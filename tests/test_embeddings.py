@@ -4,7 +4,8 @@ import shutil
 
 import numpy as np
 
-from imgclf.training.embeddings import EmbeddingCache, compute_embeddings
+from imgclf.embeddings.cache import EmbeddingCache
+from imgclf.embeddings.compute import compute_embeddings
 
 from .conftest import COLORS, make_image
 

@@ -7,9 +7,9 @@ import pytest
 
 import imgclf
 from imgclf import backbones
+from imgclf.backbones import feature_extractor
+from imgclf.embeddings import engines
 from imgclf.progress import Reporter
-from imgclf.training import engines
-from imgclf.training.head import feature_extractor
 
 SIZE = 64
 

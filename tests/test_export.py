@@ -22,7 +22,7 @@ def test_export_folder_has_every_file(exported):
     out, report = exported
     for p in PRECISIONS:
         assert (out / f"model_{p}.tflite").stat().st_size > 100_000
-    assert (out / "labels.txt").read_text().split() == imgclf.load(out.parent).labels
+    assert (out / "labels.txt").read_text().split() == imgclf.load(out.parent).classes
     assert (out / "saved_model" / "saved_model.pb").exists()
     assert json.loads((out / "report.json").read_text())["variants"][0]["name"] == "keras"
     assert "| int8 |" in (out / "report.md").read_text()
@@ -44,7 +44,7 @@ def test_tflite_carries_its_labels(exported, tmp_path, precision):
     shutil.copy(out / f"model_{precision}.tflite", alone)
     clf = imgclf.load(alone)
     assert clf.format == "tflite"
-    assert clf.labels == imgclf.load(out.parent).labels
+    assert clf.classes == imgclf.load(out.parent).classes
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -145,7 +145,7 @@ def test_savedmodel_serves_any_size_and_returns_labels(exported, trained_run):
 def test_third_party_tflite_without_metadata(trained_run, tmp_path):
     """A model that expects pixels scaled to [0, 1] and has no metadata: --labels + --input-std 255."""
     from imgclf._keras import keras
-    from imgclf.export.convert import to_tflite
+    from imgclf.litert.convert import to_tflite
 
     full = keras.saving.load_model(trained_run.run_dir / "model.keras", compile=False)
     scaled = keras.Input((224, 224, 3))
@@ -168,7 +168,7 @@ def test_third_party_tflite_without_metadata(trained_run, tmp_path):
 
 def test_not_a_classifier_tflite(tmp_path):
     from imgclf._keras import keras
-    from imgclf.export.convert import to_tflite
+    from imgclf.litert.convert import to_tflite
 
     inp = keras.Input((32, 32, 3))
     segmenter = keras.Model(inp, keras.layers.Conv2D(4, 3, padding="same")(inp))  # output rank 4
@@ -190,7 +190,7 @@ def test_cli_predict_and_benchmark_on_tflite(capsys, exported):
     out, _ = exported
     assert main(["predict", str(out / "model_int8.tflite"), str(TEST_IMAGES[0]), "--format", "json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result[0]["predictions"][0]["label"] in imgclf.load(out / "model_int8.tflite").labels
+    assert result[0]["predictions"][0]["label"] in imgclf.load(out / "model_int8.tflite").classes
     assert main(["benchmark", str(out / "model_int8.tflite"), "--runs", "5", "--threads", "1"]) == 0
     printed = capsys.readouterr().out
     for key in ("latency_ms_p50", "latency_ms_p90", "images_per_s", "tensor_memory_mb"):
@@ -218,7 +218,8 @@ def test_export_of_a_folder_without_model_exit_2(capsys, tmp_path):
 
 def test_int8_io_and_skipped_calibration_images(trained_run, tmp_path):
     """--io-type int8, and calibration images that fail to decode are skipped and counted."""
-    from imgclf.export.run import ExportConfig, export_run
+    from imgclf.exports.config import ExportConfig
+    from imgclf.exports.exporter import export_run
     from imgclf.progress import Reporter
 
     run = tmp_path / "run"
@@ -243,7 +244,7 @@ def test_int8_io_and_skipped_calibration_images(trained_run, tmp_path):
 
 
 def test_unknown_precision_in_python_api(trained_run):
-    from imgclf.export.run import ExportConfig
+    from imgclf.exports.config import ExportConfig
 
     with pytest.raises(UsageError):
         ExportConfig(run=str(trained_run.run_dir), quantize=["fp8"]).validate()
@@ -252,7 +253,8 @@ def test_unknown_precision_in_python_api(trained_run):
 def test_int8_head_refit_recovers_accuracy(trained_run, tmp_path):
     """The int8 file's head re-fitted on int8 backbone features is at least as accurate as the
     float-trained head on the same int8 backbone (on the sample: 0.804 vs 0.793)."""
-    from imgclf.export.run import ExportConfig, export_run
+    from imgclf.exports.config import ExportConfig
+    from imgclf.exports.exporter import export_run
     from imgclf.progress import Reporter
 
     def int8_variant(mode):
@@ -278,7 +280,7 @@ def test_int8_head_refit_recovers_accuracy(trained_run, tmp_path):
 
 
 def test_bad_int8_head_option(trained_run):
-    from imgclf.export.run import ExportConfig
+    from imgclf.exports.config import ExportConfig
 
     with pytest.raises(UsageError, match="--int8-head"):
         ExportConfig(run=str(trained_run.run_dir), int8_head="maybe").validate()

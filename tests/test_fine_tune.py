@@ -16,9 +16,9 @@ SMALL = {"input_size": 96, "fine_tune_epochs": 2, "reporter": Reporter(quiet=Tru
 
 def _val_accuracy_of_saved_model(run_dir) -> float:
     """Accuracy of the saved model.keras on the run's own validation images."""
-    from imgclf.training.run import read_run
+    from imgclf.rundir import RunDir
 
-    info = read_run(run_dir)
+    info = RunDir(run_dir).load()
     clf = imgclf.load(run_dir)
     paths = [p for p, _ in info.splits["val"]]
     labels = np.array([y for _, y in info.splits["val"]])

@@ -31,8 +31,9 @@ class Page(HTMLParser):
 
 
 def test_report_of_a_full_run_has_every_section(trained_run, exported):
-    # `exported` re-built the report with the parity table
-    page = Page((trained_run.run_dir / "report.html").read_text())
+    # `exported` re-built the report of its copy of the run with the parity table
+    run = exported[0].parent
+    page = Page((run / "report.html").read_text())
     assert page.sections == [
         "summary",
         "dataset",
@@ -49,7 +50,7 @@ def test_report_of_a_full_run_has_every_section(trained_run, exported):
     assert not page.external
     # per-class table (10 classes + header) and parity table (keras + 4 variants + header)
     assert page.rows == 11 + 6
-    html = (trained_run.run_dir / "report.html").read_text()
+    html = (run / "report.html").read_text()
     assert "test accuracy" in html and "Model card" in html and "too_small" in html
     assert '<meta name="viewport"' in html
 

@@ -21,7 +21,9 @@ from PIL import Image
 
 import imgclf
 from imgclf.cli import main
-from imgclf.serving.app import STATIC, create_app, resolve_model
+from imgclf.serving.app import create_app, resolve_model
+from imgclf.serving.config import MB
+from imgclf.serving.pages import STATIC
 
 from .conftest import SAMPLE, png_header_only
 
@@ -41,7 +43,7 @@ def clf(tflite):
 
 @pytest.fixture(scope="module")
 def client(trained_run, exported):
-    app = create_app(trained_run.run_dir, workers=2)
+    app = create_app(exported[0].parent, workers=2)  # the run with its exports
     with TestClient(app) as c:  # `with`: startup and shutdown run, as under uvicorn
         yield c
 
@@ -126,7 +128,7 @@ async def raw_asgi(app, chunks: list[bytes], headers: dict[str, str], stall: boo
 
 
 def test_a_run_serves_its_float32_tflite(trained_run, exported, client):
-    path, note = resolve_model(trained_run.run_dir)
+    path, note = resolve_model(exported[0].parent)
     assert path == exported[0] / "model_float32.tflite" and note is None
     info = client.get("/v1/model").json()
     assert (info["name"], info["format"]) == ("model_float32.tflite", "tflite")
@@ -205,7 +207,7 @@ def test_bad_top_k_is_422_with_a_json_error(client, value):
 def test_model_route(client, trained_run, clf):
     info = client.get("/v1/model").json()
     metrics = json.loads((trained_run.run_dir / "metrics.json").read_text())
-    assert info["labels"] == clf.labels == CLASSES
+    assert info["labels"] == clf.classes == CLASSES
     assert info["input_size"] == 224 and info["backbone"] == "efficientnet_lite0"
     assert info["metrics"]["test"]["accuracy"] == metrics["test"]["accuracy"]
     assert info["metrics"]["val"]["n"] == metrics["val"]["n"]
@@ -328,14 +330,14 @@ def test_too_many_files_is_400(clf):
 
 
 def test_upload_over_the_limit_by_content_length_is_413_before_reading(clf):
-    app = create_app(clf, max_upload_bytes=1000)
+    app = create_app(clf, max_upload_mb=1000 / MB)
     status, body, read = asyncio.run(raw_asgi(app, [b"x" * 2000], {"content-length": "2000"}))
     assert (status, read) == (413, 0)
     assert "2000 bytes is over the limit of 1000" in body["error"]
 
 
 def test_upload_over_the_limit_without_content_length_is_413(clf):
-    app = create_app(clf, max_upload_bytes=1000)
+    app = create_app(clf, max_upload_mb=1000 / MB)
     status, body, read = asyncio.run(raw_asgi(app, [b"x" * 600] * 5, {"transfer-encoding": "chunked"}))
     assert status == 413 and "over the limit of 1000" in body["error"]
     assert read == 1200, "stops reading at the first chunk past the limit"
@@ -344,7 +346,7 @@ def test_upload_over_the_limit_without_content_length_is_413(clf):
 
 
 def test_a_client_lying_about_its_size_gets_413(clf):
-    app = create_app(clf, max_upload_bytes=1000)
+    app = create_app(clf, max_upload_mb=1000 / MB)
     status, body, read = asyncio.run(raw_asgi(app, [b"x" * 600] * 5, {"content-length": "100"}))
     assert status == 413 and read == 1200
     status, body, _ = asyncio.run(
@@ -358,7 +360,7 @@ def test_a_client_lying_about_its_size_gets_413(clf):
 
 
 def test_an_upload_that_never_finishes_is_408(clf):
-    app = create_app(clf, timeout_s=0.2)
+    app = create_app(clf, timeout=0.2)
     status, body, _ = asyncio.run(raw_asgi(app, [b"x" * 10], {"content-length": "100"}, stall=True))
     assert status == 408 and "did not arrive" in body["error"]
     assert app.state.pool.inflight == 0
@@ -392,7 +394,7 @@ def test_overload_is_503_and_queued_requests_wait(gated):
 
 def test_timeout_is_504_and_the_slot_stays_taken_until_the_work_ends(gated):
     clf, gate = gated
-    app = create_app(clf, workers=1, queue=0, timeout_s=0.3)
+    app = create_app(clf, workers=1, queue=0, timeout=0.3)
 
     async def scenario():
         async with async_client(app) as c:
@@ -412,7 +414,7 @@ def test_timeout_is_504_and_the_slot_stays_taken_until_the_work_ends(gated):
 
 def test_concurrent_requests_each_get_their_own_answer(trained_run, exported, clf):
     # Two workers, two LiteRT interpreters: answers must not get mixed up between threads.
-    app = create_app(trained_run.run_dir, workers=2, queue=64)
+    app = create_app(exported[0].parent, workers=2, queue=64)
     offline = [r["predictions"][0]["label"] for r in clf.predict(IMAGES, top_k=1)]
 
     async def scenario():
@@ -429,7 +431,7 @@ def test_create_app_validates_its_options(clf):
     for kwargs, needle in [
         ({"workers": 0}, "--workers 0"),
         ({"queue": -1}, "--queue -1"),
-        ({"timeout_s": 0}, "--timeout 0"),
+        ({"timeout": 0}, "--timeout 0"),
         ({"top_k": 11}, "--top-k 11"),
     ]:
         with pytest.raises(imgclf.UsageError, match=re.escape(needle)):

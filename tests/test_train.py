@@ -46,7 +46,7 @@ def test_run_directory_has_every_file(trained_run):
 
 def test_config_records_options_versions_and_split(trained_run):
     config = json.loads((trained_run.run_dir / "config.json").read_text())
-    assert config["options"]["model"] == "efficientnet_lite0" and config["options"]["seed"] == 0
+    assert config["options"]["backbone"] == "efficientnet_lite0" and config["options"]["seed"] == 0
     assert {len(v) for v in config["splits"].values()} == {320, 80, 200}
     assert config["splits"]["test"][0][0].startswith("test/")
     assert config["dataset"]["layout"] == "presplit" and len(config["dataset"]["fingerprint"]) == 16
@@ -77,9 +77,9 @@ def test_saved_model_reproduces_predictions_csv(trained_run):
     picked = rows[::40]
     probs, errors = clf.predict_proba([SAMPLE / r["path"] for r in picked])
     assert not errors
-    expected = np.array([[float(r[c]) for c in clf.labels] for r in picked])
+    expected = np.array([[float(r[c]) for c in clf.classes] for r in picked])
     np.testing.assert_allclose(probs, expected, atol=1e-4)
-    assert [clf.labels[i] for i in probs.argmax(1)] == [r["predicted_label"] for r in picked]
+    assert [clf.classes[i] for i in probs.argmax(1)] == [r["predicted_label"] for r in picked]
 
 
 def test_second_run_reuses_embeddings_and_reproduces(trained_run, tmp_path):
@@ -172,7 +172,7 @@ def test_class_weights_auto_on_imbalanced_data(tmp_path):
 
 
 def test_balanced_weights_only_past_the_ratio():
-    from imgclf.training.run import balanced_class_weights
+    from imgclf.training.fit import balanced_class_weights
 
     assert balanced_class_weights(np.array([0] * 30 + [1] * 10), 2) is None  # ratio 3: not past it
     assert balanced_class_weights(np.array([0] * 31 + [1] * 10), 2) == pytest.approx({0: 41 / 62, 1: 41 / 20})

@@ -1,11 +1,17 @@
 """imgclf: a folder of images, one subfolder per class -> a small, accurate classifier.
 
+The operations are plain functions, the same as the commands (``imgclf.api``):
+
 Example
 -------
 >>> import imgclf
 >>> result = imgclf.train("examples/fashion-mini", out="runs/demo")  # doctest: +SKIP
+>>> imgclf.check("examples/fashion-mini").exit_code  # doctest: +SKIP
+1
 >>> clf = imgclf.load("runs/demo")  # doctest: +SKIP
 >>> clf.predict(["examples/fashion-mini/test/bag/00099.png"])  # doctest: +SKIP
+>>> imgclf.export("runs/demo", quantize=["int8"]).warnings  # doctest: +SKIP
+[]
 """
 
 from importlib import import_module
@@ -13,14 +19,32 @@ from typing import Any
 
 from .errors import DataError, ImgclfError, ModelError, UsageError, WeightsError
 
-# The rest loads TensorFlow, which takes seconds: import it on first use, so that
-# `import imgclf` and CLI errors about bad input stay instant.
+# The rest loads NumPy, scikit-learn or TensorFlow: imported on first use, so that
+# `import imgclf` and the CLI's errors about bad input stay instant.
 _LAZY = {
-    "Classifier": ".inference.predictor",
-    "load": ".inference.predictor",
+    "Classifier": ".inference.classifier",
+    "load": ".inference.classifier",
     "TrainConfig": ".training.config",
-    "TrainResult": ".training.run",
-    "train": ".training.run",
+    "ExportConfig": ".exports.config",
+    "ServeConfig": ".serving.config",
+    **{
+        name: ".api"
+        for name in (
+            "CheckConfig",
+            "CheckResult",
+            "ExportResult",
+            "TrainResult",
+            "benchmark",
+            "check",
+            "evaluate",
+            "export",
+            "label_issues",
+            "models",
+            "predict",
+            "report",
+            "train",
+        )
+    },
 }
 
 
@@ -30,15 +54,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'imgclf' has no attribute {name!r}")
 
 
-__all__ = [
-    "Classifier",
-    "DataError",
-    "ImgclfError",
-    "ModelError",
-    "TrainConfig",
-    "TrainResult",
-    "UsageError",
-    "WeightsError",
-    "load",
-    "train",
-]
+__all__ = ["DataError", "ImgclfError", "ModelError", "UsageError", "WeightsError", *sorted(_LAZY)]

@@ -21,10 +21,10 @@ def captured_fds(fds: tuple[int, ...] = (1, 2)) -> Iterator[Callable[[], str]]:
 
     Example
     -------
-    >>> with captured_fds() as log:
-    ...     os.write(2, b"noise\\n")
-    6
-    >>> log()
+    >>> with captured_fds((2,)) as log:
+    ...     _ = os.write(2, b"noise\\n")
+    ...     written = log()
+    >>> written
     'noise\\n'
     """
     if os.environ.get("IMGCLF_DEBUG"):

@@ -1,110 +1,150 @@
-"""Command-line layer only: parse options, call the Python API, print, map errors to exit codes."""
+"""Command-line layer only: options generated from the config dataclasses, a call into
+``imgclf.api``, printing, and errors mapped to exit codes (2 for bad input)."""
 
 from __future__ import annotations
 
 import atexit
-import csv
-import io
-import json
+import dataclasses
 import os
 import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from .errors import ImgclfError, UsageError
+from . import options as declared_options
 
-EXIT_USAGE = 2
+# The config classes live in modules that import nothing heavy: `imgclf --help` stays instant.
+from .api import BenchmarkConfig, CheckConfig, EvaluateConfig, PredictConfig
+from .errors import ImgclfError
+from .exports.config import ExportConfig
+from .serving.config import ServeConfig
+from .training.config import TrainConfig
+
+_TYPES = {int: int, float: float, str: str, bool: bool}
+
+
+def _click_type(hint: Any) -> Any:
+    """``int | None`` -> int; lists and parsed values (colours) are typed as text."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return _TYPES.get(args[0] if len(args) == 1 else hint, str)
+
+
+def config_params(config_class: type) -> Callable[[Callable], Callable]:
+    """Click arguments and options generated from a config dataclass's ``option`` fields.
+
+    Example
+    -------
+    >>> @click.command()
+    ... @config_params(ExportConfig)
+    ... def export(**values): ...
+    """
+    hints = typing.get_type_hints(config_class)
+
+    def decorate(f: Callable) -> Callable:
+        for field in reversed(declared_options.declared(config_class)):
+            meta, name = field.metadata, declared_options.cli_name(field)
+            if meta["argument"]:
+                f = click.argument(field.name, nargs=-1 if meta["many"] else 1, required=meta["required"])(f)
+                continue
+            for old in meta["aliases"]:
+                f = click.option(old, f"{field.name}__{old.strip('-')}", help=f"Old name of {name}.",
+                                 metavar=meta["metavar"], default=None)(f)
+            f = click.option(name, field.name, **_option_kwargs(field, hints[field.name]))(f)
+        return f
+
+    return decorate
+
+
+def _option_kwargs(field: Any, hint: Any) -> dict[str, Any]:
+    meta = field.metadata
+    kind = _click_type(hint)
+    default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+    if kind is bool:
+        return {"is_flag": True, "default": bool(default), "help": meta["help"]}
+    if meta["many"]:
+        default = ",".join(default)
+    elif meta["shown"] is not None:
+        default = meta["shown"]
+    metavar = meta["metavar"]
+    if meta["choices"]:
+        metavar = ("[" + "|".join(meta["choices"]) + "]") if not meta["many"] else ",".join(meta["choices"])
+    return {
+        "type": str if meta["many"] or meta["parse"] else kind,
+        "default": default,
+        "show_default": default not in (None, ""),
+        "help": meta["help"],
+        "metavar": metavar,
+    }
+
+
+def _values(ctx: click.Context, config_class: type, given_only: bool = False) -> dict[str, Any]:
+    """The command's values for ``config_class``'s fields (only those typed on the command
+    line with ``given_only``); an old option name stands for its field."""
+    out: dict[str, Any] = {}
+    for field in declared_options.declared(config_class):
+        for old in field.metadata["aliases"]:
+            value = ctx.params.get(f"{field.name}__{old.strip('-')}")
+            if value is not None:
+                out[field.name] = value
+        if field.name not in ctx.params:
+            continue
+        value = ctx.params[field.name]
+        if field.metadata["argument"] and field.metadata["many"]:
+            value = list(value)
+        if not given_only or ctx.get_parameter_source(field.name) == ParameterSource.COMMANDLINE:
+            out.setdefault(field.name, value)
+    return out
 
 
 def _reporter(ctx: click.Context):
     from .progress import Reporter
 
-    return Reporter(quiet=ctx.obj.get("quiet", False))
+    return Reporter(quiet=ctx.find_root().params.get("quiet", False))
 
 
-def _csv_list(value: str, option: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise UsageError(f"{option}: give at least one value")
-    return items
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
 @click.version_option(package_name="imgclf")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
+def cli(debug: bool, quiet: bool) -> None:
     """imgclf: a folder of images, one subfolder per class -> a small accurate classifier."""
-    ctx.obj = {"debug": debug, "quiet": quiet}
 
 
 # --- check -------------------------------------------------------------------------------
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path))
+@config_params(CheckConfig)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option(
-    "--near-duplicates", is_flag=True, help="Also find near-identical images (backbone embeddings)."
-)
-@click.option(
-    "--threshold",
-    type=float,
-    default=0.97,
-    show_default=True,
-    help="Cosine similarity for --near-duplicates.",
-)
-@click.option(
-    "--label-issues", is_flag=True, help="Also rank likely mislabeled images (cleanlab on embeddings)."
-)
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where --label-issues writes label_issues.csv/.png (default ./check-<data>).",
-)
-@click.option(
-    "--max-paths", type=int, default=5, show_default=True, help="Paths shown per problem (all with --json)."
-)
+@click.option("--max-paths", type=int, default=5, show_default=True, help="Paths shown per problem (all with --json).")
 @click.pass_context
-def check(
-    ctx: click.Context,
-    data: Path,
-    as_json: bool,
-    max_paths: int,
-    near_duplicates: bool,
-    threshold: float,
-    label_issues: bool,
-    out: Path | None,
-) -> None:
+def check(ctx: click.Context, as_json: bool, max_paths: int, **_: Any) -> None:
     """Dataset doctor: statistics and problems of DATA. Exit 0 clean, 1 warnings, 2 fatal."""
-    from .data.doctor import check_dataset
+    import json
 
-    if not 0 < threshold <= 1:
-        raise UsageError(f"--threshold {threshold}: must be in (0, 1]")
-    report = check_dataset(data)
-    written = {}
-    if (near_duplicates or label_issues) and report.exit_code < 2:
-        from .evaluation.data_issues import embedding_checks
+    from .api import check as run_check
 
-        out = out or Path(f"check-{data.resolve().name}")
-        written = embedding_checks(
-            report,
-            near_duplicates=near_duplicates,
-            threshold=threshold,
-            label_issues=label_issues,
-            out=out,
-            reporter=_reporter(ctx),
-        )
+    values = _values(ctx, CheckConfig)
+    result = run_check(values.pop("data"), reporter=_reporter(ctx), **values)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(result.report.to_dict(), indent=2, ensure_ascii=False))
     else:
-        _print_check(report, max_paths)
-        for name, path in written.items():
+        from .cli_output import print_check
+
+        print_check(_console(), result.report, max_paths)
+        for name, path in result.written.items():
             click.echo(f"{name}: {path}")
-    ctx.exit(report.exit_code)
+    ctx.exit(result.exit_code)
 
 
 @cli.command()
@@ -112,273 +152,69 @@ def check(
 @click.pass_context
 def issues(ctx: click.Context, run: Path) -> None:
     """Rank a run's likely mislabeled images (writes RUN/label_issues.csv and .png)."""
-    from .evaluation.data_issues import run_label_issues
+    from .api import label_issues
 
-    written, count = run_label_issues(run, reporter=_reporter(ctx))
-    click.echo(f"{count} likely label issue(s)")
-    for name, path in written.items():
+    result = label_issues(run, reporter=_reporter(ctx))
+    click.echo(f"{result.count} likely label issue(s)")
+    for name, path in result.written.items():
         click.echo(f"{name}: {path}")
-
-
-def _print_check(report, max_paths: int) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    splits = list(report.counts)
-    table = Table(
-        "class",
-        *splits,
-        title=f"{report.root} ({report.layout}, {report.files_scanned} files, {report.seconds:.1f} s)",
-    )
-    for c in report.classes:
-        table.add_row(c, *(str(report.counts[s][c]) for s in splits))
-    console.print(table)
-    stats = report.image_stats
-    if stats.get("images"):
-        w, h = stats["width"], stats["height"]
-        console.print(
-            f"images: {stats['images']}; width {w['min']}..{w['max']} (median {w['median']:g}), "
-            f"height {h['min']}..{h['max']} (median {h['median']:g}); modes {stats['modes']}; "
-            f"formats {stats['formats']}; EXIF-rotated {stats['exif_rotated']}"
-        )
-    if report.imbalance_ratio:
-        note = (
-            " (> 3: `imgclf train` uses balanced class weights by default)"
-            if report.imbalance_ratio > 3
-            else ""
-        )
-        console.print(f"imbalance ratio (largest/smallest class): {report.imbalance_ratio:.2f}{note}")
-    if report.ignored:
-        console.print(
-            f"ignored: {len(report.ignored)} file(s) (hidden/system files, symlinked folders, loose files)"
-        )
-    if not report.problems:
-        console.print("[green]no problems found[/green]")
-    for p in report.problems:
-        colour = "red" if p.severity == "fatal" else "yellow"
-        console.print(f"[{colour}]{p.severity}[/{colour}] {p.kind}: {p.message}")
-        for path in p.paths[:max_paths]:
-            console.print(f"    {path}")
-        if len(p.paths) > max_paths:
-            console.print(f"    ... and {len(p.paths) - max_paths} more (--json lists all)")
 
 
 # --- train -------------------------------------------------------------------------------
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path), required=False)
+@config_params(TrainConfig)
 @click.option(
-    "--model", default="efficientnet_lite0", show_default=True, help="Backbone (see `imgclf models`)."
-)
-@click.option(
-    "--weights",
-    default="imagenet",
-    show_default=True,
-    help="imagenet (pretrained), none (train from scratch) or a weights file for the backbone.",
-)
-@click.option(
-    "--fine-tune",
-    default="off",
-    show_default=True,
-    help="Stage 2 on images: off, auto (when >= 50 images per class) or a fraction of blocks, e.g. 0.3.",
-)
-@click.option(
-    "--augment",
-    type=click.Choice(["light", "strong", "off"]),
-    default="light",
-    show_default=True,
-    help="Fine-tuning augmentation (flip, rotation, zoom, brightness, contrast).",
-)
-@click.option(
-    "--fine-tune-lr", type=float, default=1e-4, show_default=True, help="Peak fine-tuning learning rate."
-)
-@click.option("--fine-tune-epochs", type=int, default=20, show_default=True)
-@click.option("--fine-tune-patience", type=int, default=5, show_default=True)
-@click.option("--tensorboard", is_flag=True, help="Write TensorBoard logs into RUN/tensorboard/.")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path),
-    default=None,
+    "--config", "config_file", type=click.Path(path_type=Path), default=None,
     help="Repeat a run: its config.json (options given here override it).",
 )
 @click.option(
-    "--resume",
-    type=click.Path(path_type=Path),
-    default=None,
+    "--resume", type=click.Path(path_type=Path), default=None,
     help="Continue an interrupted run directory from its last checkpoint.",
 )
-@click.option(
-    "--epochs",
-    type=int,
-    default=100,
-    show_default=True,
-    help="Most head epochs (early stopping ends sooner).",
-)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--dropout", type=float, default=0.2, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
-@click.option(
-    "--patience",
-    type=int,
-    default=10,
-    show_default=True,
-    help="Epochs without val-loss gain before stopping.",
-)
-@click.option(
-    "--val-split", type=float, default=0.2, show_default=True, help="Fraction of each class for validation."
-)
-@click.option(
-    "--test-split", type=float, default=0.0, show_default=True, help="Fraction of each class for testing."
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--input-size", type=int, default=None, help="Input size in pixels (default: the backbone's).")
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<data>-<time>)."
-)
-@click.option(
-    "--background",
-    default="white",
-    show_default=True,
-    help="Colour transparent pixels are composited onto: white, black, gray, #RRGGBB or R,G,B.",
-)
-@click.option(
-    "--near-duplicate-threshold",
-    type=float,
-    default=0.97,
-    show_default=True,
-    help="Images whose embeddings are this similar (cosine) stay on one side of the split; 1 turns it off.",
-)
-@click.option(
-    "--class-weight",
-    type=click.Choice(["auto", "none"]),
-    default="auto",
-    show_default=True,
-    help="auto: balanced class weights when the largest class is over 3x the smallest.",
-)
-@click.option(
-    "--export", "do_export", is_flag=True, help="Export .tflite in all four precisions, with a parity report."
-)
+@click.option("--export", "do_export", is_flag=True, help="Export .tflite in all four precisions, with a parity report.")
 @click.pass_context
-def train(
-    ctx: click.Context,
-    data: Path | None,
-    out: Path | None,
-    background: str,
-    do_export: bool,
-    config_file: Path | None,
-    resume: Path | None,
-    **options,
-) -> None:
+def train(ctx: click.Context, config_file: Path | None, resume: Path | None, do_export: bool, **_: Any) -> None:
     """Train on DATA (one subfolder per class, or train/ val/ test/) and write a run directory."""
-    from click.core import ParameterSource
+    from .api import run_training
 
-    from .data.decode import parse_color
-    from .training.config import TrainConfig, read_config_file
-    from .training.run import train_from_config
-
-    given = {
-        k
-        for k in (*options, "background", "out")
-        if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE
-    }
-    reference = None
-    if resume and config_file:
-        raise UsageError("--resume and --config: give one (--resume continues a run, --config repeats one)")
-    if resume or config_file:
-        source = (resume / "config.json") if resume else config_file
-        if resume and not source.is_file():
-            raise UsageError(
-                f"--resume {resume}: not a run directory (no config.json); start it with `imgclf train`"
-            )
-        config, reference = read_config_file(source)
-        if resume:
-            config.out = str(resume)
-            if given:
-                raise UsageError(f"--resume: continues with the run's own options; drop {sorted(given)}")
-        else:
-            config.out = None  # a new run directory, unless --out
-        for name in given - {"background", "out"}:
-            setattr(config, name, options[name])
-        if data is not None and not resume:
-            config.data = str(data)
-    elif data is None:
-        raise UsageError("train: give DATA (a folder of class subfolders), --config FILE or --resume RUN")
-    else:
-        config = TrainConfig(data=str(data), **options)
-    if "background" in given or not (resume or config_file):
-        config.background = parse_color(background)
-    if out is not None:
-        config.out = str(out)
+    given = _values(ctx, TrainConfig, given_only=True)
+    data = given.pop("data", None)
+    config, record = TrainConfig.resolve(data, config=config_file, resume=resume, **given)
     try:
-        result = train_from_config(
-            config, _reporter(ctx), resume=resume is not None, reference=None if resume else reference
-        )
+        if resume is not None:
+            result = run_training(config, _reporter(ctx), resumed=record)
+        else:
+            result = run_training(config, _reporter(ctx), reference=record)
     except KeyboardInterrupt:
-        where = config.out or "the run directory"
-        click.echo(f"imgclf: interrupted; finished epochs are saved: imgclf train --resume {where}", err=True)
+        click.echo(f"imgclf: interrupted; finished epochs are saved: imgclf train --resume {config.out}", err=True)
         ctx.exit(130)
-    m = result.metrics
-    lines = [f"{s} accuracy: {m[s]['accuracy']:.3f} ({m[s]['n']} images)" for s in ("val", "test") if s in m]
-    lines.append(f"run: {result.run_dir}")
-    lines.append(f"model: {result.run_dir / 'model.keras'}")
-    lines.append(
-        f"plots: {result.run_dir / 'confusion_matrix.png'}, {result.run_dir / 'predictions_grid.png'}"
-    )
-    lines.append(f"report: {result.run_dir / 'report.html'}")
-    click.echo("\n".join(lines))
-    if do_export:
-        from .export.run import ExportConfig
+    m, run = result.metrics, result.run_dir
+    for split in ("val", "test"):
+        if split in m:
+            click.echo(f"{split} accuracy: {m[split]['accuracy']:.3f} ({m[split]['n']} images)")
+    from .rundir import RunDir
 
-        _export_and_print(ExportConfig(run=str(result.run_dir)), ctx)
+    click.echo(f"run: {run}\nmodel: {run / RunDir.MODEL}")
+    click.echo(f"plots: {run / RunDir.CONFUSION}, {run / RunDir.GRID}\nreport: {run / RunDir.REPORT}")
+    if do_export:
+        _export_and_print(ctx, {"run": str(run)})
 
 
 # --- evaluate / predict / benchmark: any model format ------------------------------------
 
 
-def _model_options(f):
-    """--labels, --input-mean/--input-std (for .tflite files without metadata) and --threads."""
-    f = click.option("--threads", type=int, default=None, help="LiteRT threads (default: all cores).")(f)
-    f = click.option(
-        "--input-std", type=float, default=None, help=".tflite without metadata: (pixel - mean) / std."
-    )(f)
-    f = click.option(
-        "--input-mean", type=float, default=None, help=".tflite without metadata: see --input-std."
-    )(f)
-    return click.option(
-        "--labels", type=click.Path(path_type=Path), default=None, help="Labels file, one per line."
-    )(f)
-
-
-def _load(
-    model: Path, labels: Path | None, input_mean: float | None, input_std: float | None, threads: int | None
-):
-    from .inference.predictor import load
-
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads {threads}: must be >= 1")
-    return load(model, labels=labels, input_mean=input_mean, input_std=input_std, threads=threads)
-
-
 @cli.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("data", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where to write metrics and plots (default MODEL_DIR/eval-<data>).",
-)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@_model_options
-def evaluate(model: Path, data: Path, out: Path | None, batch_size: int, **load_options) -> None:
+@config_params(EvaluateConfig)
+@click.pass_context
+def evaluate(ctx: click.Context, **_: Any) -> None:
     """Evaluate a run or model (.keras, .tflite, SavedModel) on a labelled DATA folder: metrics and plots."""
-    clf = _load(model, **load_options)
-    out = out or (clf.source.parent / f"eval-{data.resolve().name}")
-    metrics = clf.evaluate(data, out=out, batch_size=batch_size)
+    from .api import evaluate as run_evaluate
+
+    values = _values(ctx, EvaluateConfig)
+    evaluation, out = run_evaluate(values.pop("model"), values.pop("data"), **values)
+    metrics = evaluation.metrics
     topk = next((k for k in metrics if k.startswith("top") and k.endswith("_accuracy")), None)
     extra = f", {topk.replace('_', ' ')}: {metrics[topk]:.3f}" if topk and metrics[topk] is not None else ""
     click.echo(f"accuracy: {metrics['accuracy']:.3f} ({metrics['n']} images{extra})")
@@ -388,258 +224,98 @@ def evaluate(model: Path, data: Path, out: Path | None, batch_size: int, **load_
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top-k", type=int, default=3, show_default=True)
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
-)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@_model_options
-def predict(
-    model: Path, paths: tuple[Path, ...], top_k: int, fmt: str, batch_size: int, **load_options
-) -> None:
+@config_params(PredictConfig)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.pass_context
+def predict(ctx: click.Context, fmt: str, **_: Any) -> None:
     """Top-k labels for image files or folders of images (.keras, .tflite, SavedModel or a run)."""
-    from .inference.predictor import expand_inputs
+    from .api import predict as run_predict
+    from .cli_output import print_predictions
 
-    files = expand_inputs(paths)
-    if not files:
-        raise UsageError(f"no image files found in {', '.join(map(str, paths))}")
-    clf = _load(model, **load_options)
-    results = clf.predict(files, top_k=top_k, batch_size=batch_size)
-    if fmt == "json":
-        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
-    elif fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["path", "rank", "label", "score", "error"])
-        for r in results:
-            for rank, p in enumerate(r.get("predictions", []), 1):
-                w.writerow([r["path"], rank, p["label"], f"{p['score']:.6f}", ""])
-            if "error" in r:
-                w.writerow([r["path"], "", "", "", r["error"]])
-        click.echo(buf.getvalue(), nl=False)
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table("path", *(f"#{i + 1}" for i in range(top_k)))
-        for r in results:
-            cells = [f"{p['label']} {p['score']:.1%}" for p in r.get("predictions", [])]
-            if "error" in r:
-                cells = [f"[red]error: {r['error']}[/red]"]
-            table.add_row(r["path"], *cells)
-        Console(highlight=False, width=None if sys.stdout.isatty() else 140).print(table)
+    values = _values(ctx, PredictConfig)
+    results = run_predict(values.pop("model"), values.pop("paths"), **values)
+    print_predictions(_console(), results, values["top_k"], fmt)
     if any("error" in r for r in results):
         n = sum("error" in r for r in results)
         click.echo(f"{n} of {len(results)} file(s) could not be read", err=True)
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("--runs", type=int, default=100, show_default=True, help="Timed runs after warm-up.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Images per call.")
-@_model_options
-def benchmark(model: Path, runs: int, batch: int, **load_options) -> None:
+@config_params(BenchmarkConfig)
+@click.pass_context
+def benchmark(ctx: click.Context, **_: Any) -> None:
     """Latency (p50/p90) and throughput of a model on random images (decoding excluded)."""
-    from .inference.benchmark import benchmark as run_benchmark
+    from .api import benchmark as run_benchmark
 
-    for option, value in (("--runs", runs), ("--batch", batch)):
-        if value < 1:
-            raise UsageError(f"{option} {value}: must be >= 1")
-    result = run_benchmark(_load(model, **load_options), runs=runs, batch=batch)
-    for key, value in result.items():
+    values = _values(ctx, BenchmarkConfig)
+    for key, value in run_benchmark(values.pop("model"), **values).items():
         click.echo(f"{key}: {value}")
 
 
-# --- export ------------------------------------------------------------------------------
+# --- export / report -----------------------------------------------------------------------
 
 
-def _export_and_print(config, ctx: click.Context) -> None:
-    from rich.console import Console
+def _export_and_print(ctx: click.Context, values: dict[str, Any]) -> None:
+    from .api import export as run_export
+    from .evaluation.parity import parity_rows
+
+    result = run_export(values.pop("run"), reporter=_reporter(ctx), **values)
     from rich.table import Table
 
-    from .export.run import export_run, report_rows
-
-    report = export_run(config, reporter=_reporter(ctx))
-    out = Path(config.out) if config.out else Path(config.run) / "export"
-    header, *rows = report_rows(report)
+    header, *rows = parity_rows(result.report)
     table = Table(*header, title="parity with the Keras model (latency at batch 1)")
     for row in rows:
         table.add_row(*row)
-    Console(highlight=False, width=None if sys.stdout.isatty() else 140).print(table)
-    for warning in report["warnings"]:
+    _console().print(table)
+    for warning in result.warnings:
         click.secho(f"WARNING: {warning}", fg="red", bold=True, err=True)
-    click.echo(f"exported to {out} (report: {out / 'report.md'})")
+    click.echo(f"exported to {result.out} (report: {result.out / 'report.md'})")
 
 
 @cli.command()
-@click.argument("run", type=click.Path(path_type=Path))
-@click.option(
-    "--format", "formats", default="tflite", show_default=True, help="Comma-separated: tflite,savedmodel."
-)
-@click.option(
-    "--quantize",
-    default="float32,dynamic,float16,int8",
-    show_default=True,
-    help="Comma-separated precisions.",
-)
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=None, help="Export folder (default RUN/export)."
-)
-@click.option(
-    "--calibration-images",
-    type=int,
-    default=200,
-    show_default=True,
-    help="int8: training images to calibrate.",
-)
-@click.option(
-    "--io-type", default="uint8", show_default=True, help="int8 model input/output: uint8, int8 or float32."
-)
-@click.option(
-    "--int8-head",
-    type=click.Choice(["refit", "keep"]),
-    default="refit",
-    show_default=True,
-    help="int8: re-fit the head on the int8 backbone's features (recovers accuracy), or keep it.",
-)
-@click.option("--threads", type=int, default=None, help="LiteRT threads for the parity and latency runs.")
-@click.option(
-    "--runs", type=int, default=50, show_default=True, help="Latency runs per variant (after warm-up)."
-)
-@click.option("--name", default=None, help="Metadata: model name.")
-@click.option("--description", default=None, help="Metadata: model description.")
-@click.option("--model-version", "version", default="1", show_default=True, help="Metadata: model version.")
-@click.option("--author", default="", help="Metadata: author.")
-@click.option("--license", "license_", default="", help="Metadata: licence.")
+@config_params(ExportConfig)
 @click.pass_context
-def export(
-    ctx: click.Context,
-    run: Path,
-    formats: str,
-    quantize: str,
-    out: Path | None,
-    license_: str,
-    runs: int,
-    **options,
-) -> None:
+def export(ctx: click.Context, **_: Any) -> None:
     """Export a run to .tflite (float32, dynamic, float16, int8; labels and normalization inside)
     and/or SavedModel, with a parity report against the Keras model."""
-    from .export.run import ExportConfig
-
-    config = ExportConfig(
-        run=str(run),
-        formats=_csv_list(formats, "--format"),
-        quantize=_csv_list(quantize, "--quantize"),
-        out=str(out) if out else None,
-        license=license_,
-        latency_runs=runs,
-        **options,
-    )
-    _export_and_print(config.validate(), ctx)
+    _export_and_print(ctx, _values(ctx, ExportConfig))
 
 
 @cli.command()
 @click.argument("run", type=click.Path(path_type=Path))
 def report(run: Path) -> None:
     """(Re)build RUN/report.html: one self-contained page with the run's whole story."""
-    from .evaluation.report import build_report
+    from .api import report as build
 
-    if not run.is_dir():
-        raise UsageError(f"{run}: not a run directory (made by `imgclf train`)")
-    click.echo(f"report: {build_report(run)}")
+    click.echo(f"report: {build(run)}")
 
 
-# --- serve -------------------------------------------------------------------------------
+# --- serve / models --------------------------------------------------------------------------
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on; anything but loopback exposes the model to the network.",
-)
-@click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free port).")
-@click.option(
-    "--workers", type=int, default=None, help="Inference threads, one model each (default: cores, at most 4)."
-)
-@click.option(
-    "--queue",
-    type=int,
-    default=32,
-    show_default=True,
-    help="Requests that may wait for a worker; more get 503.",
-)
-@click.option(
-    "--max-upload-mb",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Largest request body; larger get 413.",
-)
-@click.option(
-    "--timeout", type=float, default=30.0, show_default=True, help="Seconds per request before 408/504."
-)
-@click.option(
-    "--top-k", type=int, default=3, show_default=True, help="Labels returned when the request does not say."
-)
+@config_params(ServeConfig)
 @click.pass_context
-def serve(
-    ctx: click.Context,
-    model: Path,
-    host: str,
-    port: int,
-    workers: int | None,
-    queue: int,
-    max_upload_mb: float,
-    timeout: float,
-    top_k: int,
-) -> None:
+def serve(ctx: click.Context, **_: Any) -> None:
     """Serve a run or model over HTTP: POST /v1/classify, GET /v1/model, a web page at /, docs at /docs.
 
     A run directory serves its exported float32 .tflite through LiteRT (else model.keras)."""
-    from .serving import require_serve_dependencies
     from .serving import serve as run_server
 
-    require_serve_dependencies()
-    if max_upload_mb <= 0:
-        raise UsageError(f"--max-upload-mb {max_upload_mb}: must be > 0")
-    run_server(
-        model,
-        host,
-        port,
-        log_level="warning" if ctx.obj.get("quiet") else "info",
-        echo=click.echo,
-        workers=workers,
-        queue=queue,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        timeout_s=timeout,
-        top_k=top_k,
-    )
+    config = ServeConfig(**_values(ctx, ServeConfig))
+    quiet = ctx.find_root().params.get("quiet", False)
+    run_server(config, log_level="warning" if quiet else "info", echo=click.echo)
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:
     """List the backbones: parameters, FLOPs at the default input size, weights, offline or not."""
-    from . import backbones
-    from .backbones.stats import backbone_stats
+    import json
 
-    rows = []
-    for name in backbones.names():
-        b = backbones.get(name)
-        rows.append(
-            {
-                "name": name,
-                "input_size": b.input_size,
-                **backbone_stats(name),
-                "weights": b.weight_source,
-                "offline": b.offline(),
-            }
-        )
+    from .api import models as list_models
+
+    rows = list_models()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -650,7 +326,7 @@ def models(as_json: bool) -> None:
             f"{r['features']:>5} {'yes' if r['offline'] else 'no':>7}  {r['weights']}"
         )
     click.echo(
-        "not offline: `imgclf train --model NAME` downloads the weights once, "
+        "not offline: `imgclf train --backbone NAME` downloads the weights once, "
         "or pass --weights PATH (--weights none trains from scratch)"
     )
 
@@ -669,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
+        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
     except click.exceptions.Abort:
         click.echo("imgclf: interrupted", err=True)
         return 130
@@ -693,9 +369,10 @@ def console_main() -> None:
 
 
 def _skip_teardown() -> None:
-    # Python's teardown of TensorFlow's modules and C++ objects took 0.7-1.2 s per command
-    # here and writes nothing: every output is already renamed into place and every other
-    # exit handler (temporary folders, logging) has run. Only after a normal return.
+    # Python's teardown of TensorFlow's modules and C++ objects takes about a second per
+    # command (BENCHMARKS.md, "Design measurements") and writes nothing: every output is
+    # already renamed into place and every other exit handler (temporary folders, logging)
+    # has run. Only after a normal return.
     if _finished_with and "tensorflow" in sys.modules:
         for stream in (sys.stdout, sys.stderr):
             try:

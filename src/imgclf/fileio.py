@@ -12,16 +12,39 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-# mkstemp/mkdtemp create private (0600/0700) files; outputs get the modes the user's umask
-# would give a normal file, as if written in place.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
-DIR_MODE = 0o777 & ~_UMASK
+
+def _umask() -> int:
+    """The process's umask. Linux reports it in /proc; elsewhere the only way to read it is
+    to set it and put it back, so that is done at the moment of use, never at import."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of a new file under the user's umask (``mkstemp`` makes private 0600 files).
+
+    Example: ``file_mode()`` -> ``0o644`` under the usual umask 022."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """Mode of a new folder under the user's umask (``mkdtemp`` makes private 0700 ones).
+
+    Example: ``dir_mode()`` -> ``0o755`` under the usual umask 022."""
+    return 0o777 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -44,7 +67,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, FILE_MODE)
+        os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -63,6 +86,36 @@ def content_digest(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def default_workers() -> int:
+    """Threads for reading and decoding files: they wait on the disk and release the GIL.
+
+    Example: ``default_workers()`` -> 4 on a 2-core machine."""
+    return min(8, (os.cpu_count() or 2) * 2)
+
+
+def _digest_or_error(path: Path) -> tuple[str | None, str | None]:
+    try:
+        if path.stat().st_size == 0:
+            return None, "empty file (0 bytes)"
+        return content_digest(path), None
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+
+
+def digest_files(
+    paths: Sequence[Path], workers: int | None = None
+) -> dict[Path, tuple[str | None, str | None]]:
+    """``path -> (content digest, None)`` or ``(None, reason)`` for files that cannot be read.
+
+    Example
+    -------
+    >>> digest_files([Path("a.png")])  # doctest: +SKIP
+    {PosixPath('a.png'): ('9f2c...', None)}
+    """
+    with ThreadPoolExecutor(workers or default_workers()) as pool:
+        return dict(zip(paths, pool.map(_digest_or_error, paths)))
 
 
 def write_text(target: str | Path, text: str) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from . import PRETRAINED, RANDOM, load_weights_file, register
+from .registry import PRETRAINED, RANDOM, load_weights_file, register
 
 _BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..cache import cache_dir
 from ..errors import WeightsError
 from ..fileio import atomic_path, content_digest
-from . import PRETRAINED, RANDOM, load_weights_file, register
+from ..paths import cache_dir
+from .registry import PRETRAINED, RANDOM, load_weights_file, register
 
 # name -> (module, class with get_model_file_path(), pip requirement that brings it)
 _PACKAGES = {

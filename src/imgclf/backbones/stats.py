@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..cache import cache_dir
 from ..fileio import write_json
-from . import RANDOM, get
+from ..paths import cache_dir
+from .registry import RANDOM, get
 
 _STATS_VERSION = 1
 

@@ -18,45 +18,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .color import WHITE
+
+# Bump when decode_image's output changes: it is part of every cached embedding's key.
+DECODE_VERSION = "pillow-bilinear-v1"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
-WHITE = (255, 255, 255)
 # Pillow's own bomb limit: larger images are refused before their pixels are decoded,
 # so a 40000x40000 PNG header costs nothing.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-
-
-_NAMED_COLORS = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "gray": (128, 128, 128),
-    "grey": (128, 128, 128),
-}
-
-
-def parse_color(text: str) -> tuple[int, int, int]:
-    """``"white"``, ``"#10a0ff"`` or ``"16,160,255"`` -> an RGB tuple; ``UsageError`` otherwise.
-
-    Example
-    -------
-    >>> parse_color("#ff8000")
-    (255, 128, 0)
-    """
-    from ..errors import UsageError
-
-    t = text.strip().lower()
-    if t in _NAMED_COLORS:
-        return _NAMED_COLORS[t]
-    try:
-        rgb = (
-            tuple(int(t[i : i + 2], 16) for i in (1, 3, 5))
-            if t.startswith("#") and len(t) == 7
-            else tuple(int(v) for v in t.split(","))
-        )
-        if len(rgb) == 3 and all(0 <= v <= 255 for v in rgb):
-            return rgb  # type: ignore[return-value]
-    except ValueError:
-        pass
-    raise UsageError(f"--background {text}: use white, black, gray, #RRGGBB or R,G,B with values 0-255")
 
 
 class DecodeError(ValueError):

@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import content_digest
+from ..fileio import content_digest, default_workers
 from .dataset import _is_hidden, _subfolders, resolve_layout
 from .decode import IMAGE_EXTENSIONS, DecodeError, ImageInfo, inspect_image
-from .pipeline import default_workers
 
 MIN_SIDE = 32
 MAX_ASPECT = 5.0
@@ -147,8 +146,43 @@ def check_dataset(root: str | Path, workers: int | None = None) -> CheckReport:
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; pass the folder that holds one subfolder per class")
     layout, folders = resolve_layout(root)
-    problems: list[Problem] = []
     ignored: list[dict[str, str]] = []
+    records, classes = _collect(layout, folders, ignored)
+    with ThreadPoolExecutor(workers or default_workers()) as pool:
+        records = list(pool.map(_inspect, records))
+    usable = [r for r in records if r.error is None]
+    counts = {split: {c: 0 for c in classes} for split in folders}
+    for r in usable:
+        counts[r.split][r.label] += 1
+    per_class = counts["train" if layout == "presplit" else "all"]
+    problems = [
+        *_unreadable([r for r in records if r.error]),
+        *_odd_shapes(usable),
+        *_duplicates(usable),
+        *_folder_problems(folders, classes, counts),
+        *_trainability(per_class, need=1 if layout == "presplit" and "val" in folders else 2),
+    ]
+    nonzero = [n for n in per_class.values() if n]
+    return CheckReport(
+        str(root),
+        layout,
+        classes,
+        counts,
+        float(max(nonzero) / min(nonzero)) if nonzero else None,
+        _image_stats(usable),
+        problems,
+        ignored,
+        len(records),
+        round(time.perf_counter() - started, 3),
+        [(str(r.path), r.split, r.label) for r in usable],
+        {str(r.path): r.digest for r in usable},
+    )
+
+
+def _collect(
+    layout: str, folders: dict[str, Path], ignored: list[dict[str, str]]
+) -> tuple[list[FileRecord], list[str]]:
+    """Every file below the class folders (not yet inspected), and the class names."""
     records: list[FileRecord] = []
     class_names: set[str] = set()
     for split, folder in folders.items():
@@ -160,131 +194,74 @@ def check_dataset(root: str | Path, workers: int | None = None) -> CheckReport:
         for p in loose:
             if layout == "folders" or p.suffix.lower() in IMAGE_EXTENSIONS:
                 ignored.append({"path": str(p), "reason": "not inside a class folder"})
-    with ThreadPoolExecutor(workers or default_workers()) as pool:
-        records = list(pool.map(_inspect, records))
-    classes = sorted(class_names)
-    usable = [r for r in records if r.error is None]
+    return records, sorted(class_names)
 
-    unreadable = [r for r in records if r.error]
-    by_reason: dict[str, list[FileRecord]] = defaultdict(list)
-    for r in unreadable:
-        kind = (
-            "zero_bytes"
-            if r.error.startswith("empty file")
-            else "non_image"
-            if r.error.startswith("not an image")
-            else "too_large"
-            if r.error.startswith("too large")
-            else "unreadable"
-        )
-        by_reason[kind].append(r)
-    titles = {
-        "zero_bytes": "zero-byte files",
-        "non_image": "files that are not images",
-        "too_large": "images too large to decode safely (decompression bombs)",
-        "unreadable": "unreadable or corrupt images",
-    }
-    for kind, rs in by_reason.items():
-        problems.append(
-            Problem(
-                kind,
-                "warning",
-                f"{len(rs)} {titles[kind]} (skipped in training)",
-                [f"{r.path}: {r.error}" for r in rs],
-            )
-        )
 
+_UNUSABLE = {  # kind: (how the reason starts, how the problem is titled)
+    "zero_bytes": ("empty file", "zero-byte files"),
+    "non_image": ("not an image", "files that are not images"),
+    "too_large": ("too large", "images too large to decode safely (decompression bombs)"),
+}
+
+
+def _unreadable(unusable: list[FileRecord]) -> list[Problem]:
+    """One problem per kind of unusable file: empty, not an image, a bomb, corrupt."""
+    by_kind: dict[str, list[FileRecord]] = defaultdict(list)
+    for r in unusable:
+        kind = next((k for k, (start, _) in _UNUSABLE.items() if r.error.startswith(start)), "unreadable")
+        by_kind[kind].append(r)
+    titles = {k: title for k, (_, title) in _UNUSABLE.items()} | {"unreadable": "unreadable or corrupt images"}
+    return [
+        Problem(kind, "warning", f"{len(rs)} {titles[kind]} (skipped in training)", [f"{r.path}: {r.error}" for r in rs])
+        for kind, rs in by_kind.items()
+    ]
+
+
+def _odd_shapes(usable: list[FileRecord]) -> list[Problem]:
+    """Images too small to see much in, and images squashed hard when resized."""
+    out = []
     small = [r for r in usable if min(r.info.width, r.info.height) < MIN_SIDE]
     if small:
-        problems.append(
-            Problem(
-                "too_small",
-                "warning",
-                f"{len(small)} images smaller than {MIN_SIDE} px on a side",
-                [f"{r.path}: {r.info.width}x{r.info.height}" for r in small],
-            )
-        )
+        sizes = [f"{r.path}: {r.info.width}x{r.info.height}" for r in small]
+        out.append(Problem("too_small", "warning", f"{len(small)} images smaller than {MIN_SIDE} px on a side", sizes))
     extreme = [
-        r
-        for r in usable
-        if max(r.info.width, r.info.height) / max(1, min(r.info.width, r.info.height)) > MAX_ASPECT
+        r for r in usable if max(r.info.width, r.info.height) / max(1, min(r.info.width, r.info.height)) > MAX_ASPECT
     ]
     if extreme:
-        problems.append(
-            Problem(
-                "extreme_aspect",
-                "warning",
-                f"{len(extreme)} images with an aspect ratio beyond {MAX_ASPECT:g}:1 (squashed when resized)",
-                [f"{r.path}: {r.info.width}x{r.info.height}" for r in extreme],
-            )
-        )
-    problems.extend(_duplicates(usable))
+        message = f"{len(extreme)} images with an aspect ratio beyond {MAX_ASPECT:g}:1 (squashed when resized)"
+        out.append(Problem("extreme_aspect", "warning", message, [f"{r.path}: {r.info.width}x{r.info.height}" for r in extreme]))
+    return out
 
-    counts = {split: {c: 0 for c in classes} for split in folders}
-    for r in usable:
-        counts[r.split][r.label] += 1
+
+def _folder_problems(folders: dict[str, Path], classes: list[str], counts: dict[str, dict[str, int]]) -> list[Problem]:
+    """Class folders with no usable image, and class folders whose names differ only in case."""
+    out = []
     for split, folder in folders.items():
         for c in classes:
             if (folder / c).is_dir() and not counts[split][c]:
-                problems.append(
-                    Problem(
-                        "empty_class",
-                        "warning",
-                        f"class folder {folder / c} has no usable images",
-                        [str(folder / c)],
-                    )
-                )
+                message = f"class folder {folder / c} has no usable images"
+                out.append(Problem("empty_class", "warning", message, [str(folder / c)]))
     lowered = defaultdict(list)
     for c in classes:
         lowered[c.lower()].append(c)
     for group in (g for g in lowered.values() if len(g) > 1):
-        problems.append(
-            Problem(
-                "case_collision",
-                "warning",
-                f"class folders differ only in case: {', '.join(group)} (one class on macOS/Windows?)",
-                group,
-            )
-        )
-    train_split = "train" if layout == "presplit" else "all"
-    per_class = counts[train_split]
+        message = f"class folders differ only in case: {', '.join(group)} (one class on macOS/Windows?)"
+        out.append(Problem("case_collision", "warning", message, group))
+    return out
+
+
+def _trainability(per_class: dict[str, int], need: int) -> list[Problem]:
+    """Fatal: fewer than 2 classes with usable images, or a class with fewer than ``need``."""
+    out = []
     alive = [c for c, n in per_class.items() if n]
     if len(alive) < 2:
-        problems.append(
-            Problem(
-                "too_few_classes",
-                "fatal",
-                f"{len(alive)} class(es) with usable images; training needs at least 2",
-                alive,
-            )
-        )
-    need = 1 if layout == "presplit" and "val" in folders else 2
+        message = f"{len(alive)} class(es) with usable images; training needs at least 2"
+        out.append(Problem("too_few_classes", "fatal", message, alive))
     starved = [c for c in alive if per_class[c] < need]
     if starved:
-        problems.append(
-            Problem(
-                "class_too_small",
-                "fatal",
-                f"class(es) {starved} have fewer than {need} usable images: too few to train and validate",
-                starved,
-            )
-        )
-    nonzero = [n for n in per_class.values() if n]
-    ratio = float(max(nonzero) / min(nonzero)) if nonzero else None
-    return CheckReport(
-        str(root),
-        layout,
-        classes,
-        counts,
-        ratio,
-        _image_stats(usable),
-        problems,
-        ignored,
-        len(records),
-        round(time.perf_counter() - started, 3),
-        [(str(r.path), r.split, r.label) for r in usable],
-        {str(r.path): r.digest for r in usable},
-    )
+        message = f"class(es) {starved} have fewer than {need} usable images: too few to train and validate"
+        out.append(Problem("class_too_small", "fatal", message, starved))
+    return out
 
 
 def _duplicates(usable: list[FileRecord]) -> list[Problem]:

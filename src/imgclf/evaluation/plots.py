@@ -1,26 +1,34 @@
-"""The run's pictures: training curves, confusion matrix and the tutorial's predictions grid."""
+"""The run's pictures: training curves, confusion matrix and the tutorial's predictions grid.
+
+Drawn with matplotlib's object API (``Figure``, no ``pyplot``): nothing here touches the
+global plotting state, so calling imgclf from a notebook leaves its backend and figures alone.
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # no display needed; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
-
-from ..data.decode import DecodeError, decode_image  # noqa: E402
-from ..fileio import atomic_path  # noqa: E402
+from ..data.decode import DecodeError, decode_image
+from ..fileio import atomic_path
 
 
-def _save(fig, target: Path) -> Path:
+def save_png(fig: Figure, target: Path, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``target`` as a PNG, atomically. Example: ``save_png(fig, run / "curves.png")``."""
     with atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     return target
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    """``fig`` as PNG bytes (for pages that embed their images). Example: ``png_bytes(fig)[:4]`` -> ``b'\\x89PNG'``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, bbox_inches="tight", format="png")
+    return buf.getvalue()
 
 
 def plot_training_curves(
@@ -30,7 +38,8 @@ def plot_training_curves(
     number of head epochs) a line marks where fine-tuning starts.
 
     Example: ``plot_training_curves(h, run / "training_curves.png")``."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
             if history.get(key):
@@ -41,18 +50,21 @@ def plot_training_curves(
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, target)
+    return save_png(fig, target)
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], target: Path) -> Path:
     """Confusion matrix (rows: true class, columns: predicted)."""
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * n + 3), max(4, 0.6 * n + 2)))
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig = Figure(figsize=(max(5, 0.6 * n + 3), max(4, 0.6 * n + 2)))
+    ax = fig.subplots()
     ConfusionMatrixDisplay(np.asarray(matrix), display_labels=list(classes)).plot(
         ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, values_format="d"
     )
     ax.set_title("confusion matrix")
-    return _save(fig, target)
+    return save_png(fig, target)
 
 
 def plot_predictions_grid(
@@ -94,14 +106,14 @@ def _image_grid(
     paths: Sequence[Path], titles: Sequence[str], colors: Sequence[str], suptitle: str, target: Path
 ) -> Path:
     """Up to 6 images a row, each under its two-line title, as one mosaic in one axes:
-    thirty subplots took 0.9 s, a third of a small run's evaluation."""
+    thirty subplots took a third of a small run's evaluation (BENCHMARKS.md, "Design measurements")."""
     cols, tile, gap, caption = max(1, min(6, len(paths))), 160, 16, 48
     rows = max(1, -(-len(paths) // cols))
     cell_w, cell_h = tile + gap, tile + caption
     mosaic = np.full((rows * cell_h, cols * cell_w, 3), 255, np.uint8)
     width = cols * 2.2  # inches
     height = width * mosaic.shape[0] / mosaic.shape[1] + 0.5  # + the title's strip
-    fig = plt.figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height))
     ax = fig.add_axes((0, 0, 1, 1 - 0.5 / height))
     ax.axis("off")
     for i, (path, text, color) in enumerate(zip(paths, titles, colors)):
@@ -113,4 +125,4 @@ def _image_grid(
         ax.text(x + tile / 2, y - 4, text, ha="center", va="bottom", fontsize=9, color=color)
     ax.imshow(mosaic, interpolation="nearest")
     fig.suptitle(suptitle)
-    return _save(fig, target)
+    return save_png(fig, target)

@@ -19,6 +19,8 @@ import numpy as np
 from ..data.decode import DecodeError, decode_image
 from ..errors import ModelError
 from ..fileio import write_text
+from ..rundir import RunDir
+from .parity import parity_rows
 
 
 def _b64_file(path: Path) -> str | None:
@@ -38,10 +40,13 @@ def _thumb(path: Path, size: int = 112) -> str | None:
 
 
 def _counts_png(counts: dict[str, dict[str, int]]) -> str:
-    from .plots import plt
+    from matplotlib.figure import Figure
+
+    from .plots import png_bytes
 
     classes = list(next(iter(counts.values())))
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(classes) + 2), 3.2))
+    fig = Figure(figsize=(max(5, 0.5 * len(classes) + 2), 3.2))
+    ax = fig.subplots()
     bottom = np.zeros(len(classes))
     for split, per_class in counts.items():
         values = np.array([per_class[c] for c in classes])
@@ -50,14 +55,11 @@ def _counts_png(counts: dict[str, dict[str, int]]) -> str:
     ax.set_ylabel("images")
     ax.legend()
     ax.tick_params(axis="x", rotation=45)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(png_bytes(fig, dpi=100)).decode()
 
 
-def _predictions(run_dir: Path, root: Path) -> list[dict[str, Any]]:
-    path = run_dir / "predictions.csv"
+def _predictions(run: RunDir, root: Path) -> list[dict[str, Any]]:
+    path = run.file(RunDir.PREDICTIONS)
     if not path.exists():
         return []
     rows = []
@@ -85,59 +87,82 @@ def build_report(run_dir: str | Path) -> Path:
     """
     import jinja2
 
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
+    config = _read_or_fail(run, run.config_file)
+    metrics = _read_or_fail(run, run.metrics_file)
+    root = Path(config["dataset"]["root"])
+    counts = config["dataset"]["counts"]
+    export_report = run.export.read_report()
+    check = run.read_check()
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("imgclf.evaluation", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    html = env.get_template("report.html.j2").render(
+        name=run.path.resolve().name,
+        **_summary(metrics),
+        backbone=config["backbone"]["name"],
+        input_size=config["backbone"]["input_size"],
+        n_classes=len(config["classes"]),
+        classes=config["classes"],
+        n_images=sum(sum(c.values()) for c in counts.values()),
+        split_text=", ".join(f"{sum(c.values())} {s}" for s, c in counts.items()),
+        command=_train_command(config["options"]),
+        stage_text=_stage_text(metrics),
+        rerun=str(run.config_file),
+        counts_png=_counts_png(counts),
+        problems=check["problems"] if check else None,
+        curves_png=_b64_file(run.file(RunDir.CURVES)),
+        **_mistakes(run, root, metrics.get("report_split")),
+        parity=parity_rows(export_report) if export_report else None,
+        parity_warnings=export_report.get("warnings", []),
+        data_root=str(root),
+        fingerprint=config["dataset"]["fingerprint"],
+        skipped=len(config.get("skipped_images", [])),
+        version=config["versions"].get("imgclf", "?"),
+    )
+    return write_text(run.file(RunDir.REPORT), html)
+
+
+def _read_or_fail(run: RunDir, path: Path) -> dict[str, Any]:
     try:
-        config = json.loads((run_dir / "config.json").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(
-            f"{run_dir}: not a run directory (needs config.json and metrics.json from `imgclf train`)"
+            f"{run.path}: not a run directory (needs {RunDir.CONFIG} and {RunDir.METRICS} from `imgclf train`)"
         ) from exc
-    root = Path(config["dataset"]["root"])
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures, the per-class table (worst first) and the training summary."""
     split = metrics.get("report_split")
-    counts = config["dataset"]["counts"]
-    n_images = sum(sum(c.values()) for c in counts.values())
     headline = [(f"{s} accuracy", f"{metrics[s]['accuracy']:.1%}") for s in ("val", "test") if s in metrics]
+    per_class = []
     if split:
         topk = next((k for k, v in metrics[split].items() if k.startswith("top") and v is not None), None)
         if topk:
             headline.append((f"{split} {topk.replace('_', ' ')}", f"{metrics[split][topk]:.1%}"))
-    per_class = []
-    if split:
         per_class = sorted(
             ({"name": c, **v} for c, v in metrics[split]["per_class"].items()), key=lambda c: c["f1"]
         )
+    metrics_text = "; ".join(
+        f"{s}: accuracy {metrics[s]['accuracy']:.3f} on {metrics[s]['n']} images" for s in ("val", "test") if s in metrics
+    )
+    return {
+        "headline": headline,
+        "per_class": per_class,
+        "report_split": split,
+        "train_seconds": metrics["timing_seconds"]["total"],
+        "epochs": metrics["epochs_run"],
+        "best_epoch": metrics["best_epoch"],
+        "metrics_text": metrics_text or "no held-out images",
+    }
 
-    predictions = _predictions(run_dir, root)
-    wrong = [p for p in predictions if p["true"] != p["pred"]]
-    pairs: dict[tuple[str, str], list[dict]] = {}
-    for p in wrong:
-        pairs.setdefault((p["true"], p["pred"]), []).append(p)
-    confused = []
-    for (true, pred), items in sorted(pairs.items(), key=lambda kv: -len(kv[1]))[:3]:
-        examples = [
-            {"png": t, "caption": f"{p['probs'][pred]:.0%} {pred}"}
-            for p in items[:6]
-            if (t := _thumb(p["path"]))
-        ]
-        confused.append({"true": true, "pred": pred, "count": len(items), "examples": examples})
-    high_loss = []
-    for p in sorted(wrong, key=lambda p: p["probs"][p["true"]])[:12]:
-        if (t := _thumb(p["path"])) is not None:
-            high_loss.append(
-                {"png": t, "caption": f"{p['true']} → {p['pred']} (p(true)={p['probs'][p['true']]:.0%})"}
-            )
 
-    parity, parity_warnings = None, []
-    export_report = run_dir / "export" / "report.json"
-    if export_report.exists():
-        from ..export.run import report_rows
-
-        data = json.loads(export_report.read_text())
-        parity, parity_warnings = report_rows(data), data.get("warnings", [])
-    check = json.loads((run_dir / "check.json").read_text()) if (run_dir / "check.json").exists() else None
-    options = config["options"]
-    command = (
+def _train_command(options: dict[str, Any]) -> str:
+    """The ``imgclf train`` command line these options amount to."""
+    return (
         "imgclf train "
         + str(options["data"])
         + "".join(
@@ -146,63 +171,41 @@ def build_report(run_dir: str | Path) -> Path:
             if k not in ("data", "background") and v is not None and v is not False
         )
     )
+
+
+def _stage_text(metrics: dict[str, Any]) -> str:
+    """What stage 2 did, in a sentence (or why it did not run)."""
     fine_tune = metrics.get("stages", {}).get("fine_tune", {})
-    if fine_tune.get("status") == "run":
-        head_val = metrics["stages"]["head"].get("val_accuracy", 0.0)
-        stage_text = (
-            f"Fine-tuned {fine_tune['blocks_unfrozen']} blocks of the backbone for {fine_tune['epochs_run']} epochs: "
-            f"validation accuracy {head_val:.1%} -> {fine_tune['val_accuracy']:.1%}, "
-            + (
-                "kept."
-                if fine_tune["kept"]
-                else "worse than the head alone, so the head-only model was kept."
-            )
-        )
-    else:
-        stage_text = fine_tune.get("reason", "")
-    metrics_text = (
-        "; ".join(
-            f"{s}: accuracy {metrics[s]['accuracy']:.3f} on {metrics[s]['n']} images"
-            for s in ("val", "test")
-            if s in metrics
-        )
-        or "no held-out images"
+    if fine_tune.get("status") != "run":
+        return fine_tune.get("reason", "")
+    head_val = metrics["stages"]["head"].get("val_accuracy", 0.0)
+    return (
+        f"Fine-tuned {fine_tune['blocks_unfrozen']} blocks of the backbone for {fine_tune['epochs_run']} epochs: "
+        f"validation accuracy {head_val:.1%} -> {fine_tune['val_accuracy']:.1%}, "
+        + ("kept." if fine_tune["kept"] else "worse than the head alone, so the head-only model was kept.")
     )
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("imgclf.evaluation", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    html = env.get_template("report.html.j2").render(
-        name=run_dir.resolve().name,
-        headline=headline,
-        backbone=config["backbone"]["name"],
-        input_size=config["backbone"]["input_size"],
-        n_classes=len(config["classes"]),
-        classes=config["classes"],
-        n_images=n_images,
-        split_text=", ".join(f"{sum(c.values())} {s}" for s, c in counts.items()),
-        train_seconds=metrics["timing_seconds"]["total"],
-        epochs=metrics["epochs_run"],
-        best_epoch=metrics["best_epoch"],
-        command=command,
-        stage_text=stage_text,
-        rerun=str(run_dir / "config.json"),
-        counts_png=_counts_png(counts),
-        problems=check["problems"] if check else None,
-        curves_png=_b64_file(run_dir / "training_curves.png"),
-        report_split=split,
-        confusion_png=_b64_file(run_dir / "confusion_matrix.png") if split else None,
-        per_class=per_class,
-        grid_png=_b64_file(run_dir / "predictions_grid.png") if split else None,
-        confused_pairs=confused,
-        high_loss=high_loss,
-        parity=parity,
-        parity_warnings=parity_warnings,
-        data_root=str(root),
-        fingerprint=config["dataset"]["fingerprint"],
-        skipped=len(config.get("skipped_images", [])),
-        metrics_text=metrics_text,
-        version=config["versions"].get("imgclf", "?"),
-    )
-    return write_text(run_dir / "report.html", html)
+
+
+def _mistakes(run: RunDir, root: Path, split: str | None) -> dict[str, Any]:
+    """The confusion matrix and predictions grid, the most-confused pairs and the
+    highest-loss mistakes, with thumbnails of the images that are still there."""
+    wrong = [p for p in _predictions(run, root) if p["true"] != p["pred"]]
+    pairs: dict[tuple[str, str], list[dict]] = {}
+    for p in wrong:
+        pairs.setdefault((p["true"], p["pred"]), []).append(p)
+    confused = []
+    for (true, pred), items in sorted(pairs.items(), key=lambda kv: -len(kv[1]))[:3]:
+        examples = [
+            {"png": t, "caption": f"{p['probs'][pred]:.0%} {pred}"} for p in items[:6] if (t := _thumb(p["path"]))
+        ]
+        confused.append({"true": true, "pred": pred, "count": len(items), "examples": examples})
+    high_loss = []
+    for p in sorted(wrong, key=lambda p: p["probs"][p["true"]])[:12]:
+        if (t := _thumb(p["path"])) is not None:
+            high_loss.append({"png": t, "caption": f"{p['true']} → {p['pred']} (p(true)={p['probs'][p['true']]:.0%})"})
+    return {
+        "confusion_png": _b64_file(run.file(RunDir.CONFUSION)) if split else None,
+        "grid_png": _b64_file(run.file(RunDir.GRID)) if split else None,
+        "confused_pairs": confused,
+        "high_loss": high_loss,
+    }

@@ -7,12 +7,12 @@ where ``images`` is ``(n, size, size, 3)`` uint8, already decoded and resized by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ModelError
+from ..litert.interpreter import LiteRTModel, Normalization
 
 
 def _first_line(exc: Exception) -> str:
@@ -40,9 +40,7 @@ class SavedModelBackend:
     """A SavedModel directory written by ``imgclf export --format savedmodel``."""
 
     def __init__(self, path: Path):
-        import tensorflow as tf
-
-        from .. import _keras  # noqa: F401  (quiet TensorFlow import)
+        from .._keras import tensorflow as tf
 
         try:
             self._loaded = tf.saved_model.load(str(path))
@@ -56,36 +54,17 @@ class SavedModelBackend:
         return self._fn(images=images)["probabilities"].numpy()
 
 
-@dataclass
-class Normalization:
-    """``(pixel - mean) / std`` is what the model's input tensor means."""
-
-    mean: float = 0.0
-    std: float = 1.0
-
-
 class LiteRTBackend:
-    """A ``.tflite`` classifier on LiteRT (``ai_edge_litert``; ``tf.lite.Interpreter`` is deprecated).
-
-    Inputs are normalized as the metadata (or the caller) says and then quantized with the
-    input tensor's own scale and zero point, so float32, uint8 and int8 models all see the
-    same pixels; quantized outputs are dequantized.
-    """
+    """A ``.tflite`` classifier on LiteRT: one ``[1, H, W, 3]`` image in, ``[1, classes]`` out."""
 
     def __init__(
         self, model_bytes: bytes, source: Path, normalization: Normalization, threads: int | None = None
     ):
-        from ai_edge_litert.interpreter import Interpreter
-
-        from .._quiet import captured_fds
-
         try:
-            with captured_fds((2,)):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-                self.interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
-                self.interpreter.allocate_tensors()
+            self.model = LiteRTModel(model_bytes, threads, normalization)
         except Exception as exc:  # LiteRT raises ValueError/RuntimeError for bad files
             raise ModelError(f"{source}: not a usable .tflite model ({_first_line(exc)})") from None
-        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        inputs, outputs = self.model.inputs, self.model.outputs
         if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["shape"][3] != 3:
             shapes = [list(i["shape"]) for i in inputs]
             raise ModelError(
@@ -96,31 +75,21 @@ class LiteRTBackend:
             raise ModelError(
                 f"{source}: not an image classifier (outputs {shapes}; expected one [1, classes] tensor)"
             )
-        self._in, self._out = inputs[0], outputs[0]
-        if self._in["shape"][1] != self._in["shape"][2]:
-            raise ModelError(f"{source}: non-square input {list(self._in['shape'])} is not supported")
-        self.input_size = int(self._in["shape"][1])
-        self.num_outputs = int(self._out["shape"][1])
+        if self.model.input_shape[1] != self.model.input_shape[2]:
+            raise ModelError(f"{source}: non-square input {list(self.model.input_shape)} is not supported")
+        self.input_size = self.model.input_shape[1]
+        self.num_outputs = self.model.output_shape[1]
+        self.input_dtype = self.model.input_dtype
         self.norm = normalization
-        self.input_dtype = np.dtype(self._in["dtype"])
 
-    def _prepare(self, image: np.ndarray) -> np.ndarray:
-        real = (image.astype(np.float32) - self.norm.mean) / self.norm.std
-        scale, zero = self._in["quantization"]
-        if self.input_dtype.kind in "iu":
-            info = np.iinfo(self.input_dtype)
-            q = np.round(real / (scale or 1.0)) + zero
-            return np.clip(q, info.min, info.max).astype(self.input_dtype)[None]
-        return real.astype(self.input_dtype)[None]
+    @property
+    def interpreter(self):
+        """The LiteRT interpreter that runs the model (``imgclf benchmark`` reads its tensors)."""
+        return self.model.interpreter
+
+    @interpreter.setter
+    def interpreter(self, value) -> None:
+        self.model.interpreter = value
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        out = np.empty((len(images), self.num_outputs), np.float32)
-        scale, zero = self._out["quantization"]
-        for i, image in enumerate(images):
-            self.interpreter.set_tensor(self._in["index"], self._prepare(image))
-            self.interpreter.invoke()
-            raw = self.interpreter.get_tensor(self._out["index"])[0]
-            out[i] = (
-                (raw.astype(np.float32) - zero) * scale if np.dtype(raw.dtype).kind in "iu" and scale else raw
-            )
-        return out
+        return self.model(images)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..errors import ImgclfError, UsageError
+from .config import ServeConfig
 
 INSTALL_HINT = "pip install 'imgclf[serve]'"
 
@@ -42,8 +42,6 @@ def bind(host: str, port: int) -> socket.socket:
     >>> sock = bind("127.0.0.1", 0); sock.getsockname()[1] > 0  # doctest: +SKIP
     True
     """
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--port {port}: must be between 0 and 65535")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
@@ -74,29 +72,24 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(
-    model: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    *,
-    log_level: str = "info",
-    echo: Callable[[str], Any] = print,
-    **app_options: Any,
+    config: ServeConfig, *, log_level: str = "info", echo: Callable[[str], Any] = print
 ) -> None:
-    """Load ``model`` and serve it until interrupted (Ctrl+C). ``app_options`` go to ``create_app``.
+    """Load the model and serve it until interrupted (Ctrl+C).
 
     Example
     -------
-    >>> serve("runs/demo", port=8000, workers=2)  # doctest: +SKIP
+    >>> serve(ServeConfig(model="runs/demo", port=8000, workers=2))  # doctest: +SKIP
     serving model_float32.tflite (tflite, 10 labels, 2 workers) on http://127.0.0.1:8000
     """
+    config.validate()
     require_serve_dependencies()
     import uvicorn
 
     from .app import create_app
 
-    sock = bind(host, port)
+    sock = bind(config.host, config.port)
     try:
-        app = create_app(model, **app_options)
+        app = create_app(config.model, config)
     except BaseException:
         sock.close()
         raise
@@ -105,16 +98,16 @@ def serve(
     summary = app.state.summary
     if app.state.note:
         echo(f"note: {app.state.note}")
-    if not is_loopback(host):
+    if not is_loopback(config.host):
         echo(
-            f"warning: listening on {host}: anyone who can reach this machine can use the model (no authentication)"
+            f"warning: listening on {config.host}: anyone who can reach this machine can use the model (no authentication)"
         )
     echo(
         f"serving {summary['name']} ({summary['format']}, {len(summary['labels'])} labels, "
         f"{summary['limits']['workers']} workers) on http://{url_host}:{bound_port}  "
         "(page /, API /v1/classify, docs /docs; Ctrl+C stops)"
     )
-    config = uvicorn.Config(
+    server_config = uvicorn.Config(
         app,
         log_level=log_level,
         # Connections beyond this get uvicorn's own 503 before any of our code runs: a
@@ -124,7 +117,7 @@ def serve(
         server_header=False,
     )
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(server_config).run(sockets=[sock])
     finally:
         sock.close()
 
@@ -137,4 +130,4 @@ def create_app(*args: Any, **kwargs: Any):
     return _create_app(*args, **kwargs)
 
 
-__all__ = ["INSTALL_HINT", "bind", "create_app", "is_loopback", "require_serve_dependencies", "serve"]
+__all__ = ["INSTALL_HINT", "ServeConfig", "bind", "create_app", "is_loopback", "require_serve_dependencies", "serve"]

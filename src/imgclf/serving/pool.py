@@ -23,10 +23,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Overloaded(Exception):
-    """Every worker is busy and the queue is full."""
-
-
 class InferencePool(Generic[T]):
     """``workers`` threads sharing ``instances`` (checked out one job at a time), plus ``queue``
     admitted requests waiting; ``capacity = workers + queue``.

@@ -31,7 +31,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     -------
     >>> ckpt = EpochCheckpoint(run / "checkpoints" / "head", patience=10)  # doctest: +SKIP
     >>> model.fit(ds, epochs=100, initial_epoch=ckpt.restore(model), callbacks=[ckpt])  # doctest: +SKIP
-    >>> ckpt.finish(model)  # doctest: +SKIP  (best weights back in the model)
+    >>> ckpt.finish(model)  # best weights back in the model  # doctest: +SKIP
     """
 
     def __init__(self, folder: Path | None, patience: int, monitor: str = "val_loss", every: float = 0.0):

@@ -1,99 +1,106 @@
-"""``TrainConfig``: every option of a training run, saved verbatim as ``config.json``."""
+"""``TrainConfig``: every option of a training run, declared once, saved verbatim in
+``config.json``; and ``StageParams``, how one training stage runs."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import backbones
+from ..data.color import parse_color
 from ..errors import UsageError
+from ..options import Rule, fraction, option, parse_given, positive, validate_options, whole
+
+AUGMENT = ("light", "strong", "off")
+
+
+def _is_fine_tune(value: str) -> bool:
+    if value in ("auto", "off"):
+        return True
+    try:
+        return 0 < float(value) <= 1
+    except ValueError:
+        return False
 
 
 @dataclass
 class TrainConfig:
-    """Options of ``imgclf train``; defaults are the one-line default that works.
+    """Options of ``imgclf train``; the defaults are the one-line default that works.
 
     Example
     -------
-    >>> TrainConfig(data="photos", epochs=30).model
+    >>> TrainConfig(data="photos", epochs=30).backbone
     'efficientnet_lite0'
     """
 
-    data: str
-    model: str = "efficientnet_lite0"
-    input_size: int | None = None  # None: the backbone's default
-    epochs: int = 100  # upper bound: early stopping on validation loss ends sooner
-    batch_size: int = 32
-    lr: float = 1e-3
-    dropout: float = 0.2
-    label_smoothing: float = 0.1
-    patience: int = 10
-    val_split: float = 0.2
-    test_split: float = 0.0
-    seed: int = 0
-    out: str | None = None
-    background: tuple[int, int, int] = (255, 255, 255)
-    near_duplicate_threshold: float = 0.97  # cosine similarity of embeddings; 1 turns grouping off
-    class_weight: str = "auto"  # "auto": balanced weights when largest/smallest class > 3; "none"
-    weights: str = "imagenet"  # "imagenet" (pretrained), "none" (from scratch) or a weights file
-    fine_tune: str = "off"  # "off", "auto" (when >= 50 images per class) or a fraction of blocks
-    augment: str = "light"  # fine-tuning augmentation: light, strong, off
-    fine_tune_lr: float = 1e-4
-    fine_tune_epochs: int = 20
-    fine_tune_patience: int = 5
-    tensorboard: bool = False
+    data: str = option(help="Folder of class subfolders (or train/ val/ test/).", argument=True, required=False)
+    backbone: str = option(
+        "efficientnet_lite0", "Backbone (see `imgclf models`).", aliases=("--model",), metavar="NAME"
+    )
+    input_size: int | None = option(None, "Input size in pixels (default: the backbone's).", rule=Rule(
+        lambda v: 32 <= v <= 1024, "a size in pixels from 32 to 1024"))
+    epochs: int = option(100, "Most head epochs (early stopping ends sooner).", rule=whole(1))
+    batch_size: int = option(32, "Images per training step.", rule=whole(1))
+    lr: float = option(1e-3, "Adam learning rate.", rule=positive("0.001"))
+    dropout: float = option(0.2, "Dropout before the classifier.", rule=fraction())
+    label_smoothing: float = option(0.1, "Label smoothing of the loss.", rule=fraction())
+    patience: int = option(10, "Epochs without val-loss gain before stopping.", rule=whole(1))
+    val_split: float = option(0.2, "Fraction of each class for validation.", rule=fraction())
+    test_split: float = option(0.0, "Fraction of each class for testing.", rule=fraction())
+    seed: int = option(0, "Seed of the split and of training.")
+    out: str | None = option(None, "Run directory (default runs/<data>-<time>).", metavar="PATH")
+    background: tuple[int, int, int] = option(
+        (255, 255, 255),
+        "Colour transparent pixels are composited onto: white, black, gray, #RRGGBB or R,G,B.",
+        parse=parse_color,
+        shown="white",
+    )
+    near_duplicate_threshold: float = option(
+        0.97,
+        "Images whose embeddings are this similar (cosine) stay on one side of the split; 1 turns it off.",
+        rule=fraction(low_open=True, high_open=False),
+    )
+    class_weight: str = option(
+        "auto", "auto: balanced class weights when the largest class is over 3x the smallest.",
+        choices=("auto", "none"),
+    )
+    weights: str = option(
+        "imagenet", "imagenet (pretrained), none (train from scratch) or a weights file for the backbone."
+    )
+    fine_tune: str = option(
+        "off",
+        "Stage 2 on images: off, auto (when >= 50 images per class) or a fraction of blocks, e.g. 0.3.",
+        rule=Rule(_is_fine_tune, "auto, off or a fraction of blocks in (0, 1], e.g. 0.3"),
+    )
+    augment: str = option(
+        "light", "Fine-tuning augmentation (flip, rotation, zoom, brightness, contrast).", choices=AUGMENT
+    )
+    fine_tune_lr: float = option(1e-4, "Peak fine-tuning learning rate.", rule=positive("0.0001"))
+    fine_tune_epochs: int = option(20, "Most fine-tuning epochs.", rule=whole(1))
+    fine_tune_patience: int = option(5, "Fine-tuning epochs without val-loss gain before stopping.", rule=whole(1))
+    tensorboard: bool = option(False, "Write TensorBoard logs into RUN/tensorboard/.")
+
+    def __post_init__(self) -> None:
+        parse_given(self)
+        self.background = tuple(self.background)  # type: ignore[assignment]  # JSON gives a list
 
     def validate(self) -> TrainConfig:
-        """Raise ``UsageError`` naming the first option with an unusable value."""
-        checks = [
-            ("--epochs", self.epochs >= 1, "a whole number >= 1"),
-            ("--batch-size", self.batch_size >= 1, "a whole number >= 1"),
-            ("--lr", self.lr > 0, "a positive number, e.g. 0.001"),
-            ("--dropout", 0 <= self.dropout < 1, "a fraction in [0, 1)"),
-            ("--label-smoothing", 0 <= self.label_smoothing < 1, "a fraction in [0, 1)"),
-            ("--patience", self.patience >= 1, "a whole number >= 1"),
-            (
-                "--input-size",
-                self.input_size is None or 32 <= self.input_size <= 1024,
-                "a size in pixels from 32 to 1024",
-            ),
-        ]
-        if not 0 < self.near_duplicate_threshold <= 1:
-            raise UsageError(f"--near-duplicate-threshold {self.near_duplicate_threshold}: must be in (0, 1]")
-        if self.class_weight not in ("auto", "none"):
-            raise UsageError(f"--class-weight {self.class_weight}: must be auto or none")
-        if self.fine_tune not in ("auto", "off"):
-            try:
-                ok = 0 < float(self.fine_tune) <= 1
-            except ValueError:
-                ok = False
-            if not ok:
-                raise UsageError(
-                    f"--fine-tune {self.fine_tune}: must be auto, off or a fraction of blocks in (0, 1], e.g. 0.3"
-                )
-        if self.augment not in ("light", "strong", "off"):
-            raise UsageError(f"--augment {self.augment}: must be light, strong or off")
-        checks += [
-            ("--fine-tune-lr", self.fine_tune_lr > 0, "a positive number, e.g. 0.0001"),
-            ("--fine-tune-epochs", self.fine_tune_epochs >= 1, "a whole number >= 1"),
-            ("--fine-tune-patience", self.fine_tune_patience >= 1, "a whole number >= 1"),
-        ]
-        for option, ok, what in checks:
-            if not ok:
-                value = getattr(self, option[2:].replace("-", "_"))
-                raise UsageError(f"{option} {value}: must be {what}")
-        import importlib.util
-
+        """Raise ``UsageError`` naming the first option with an unusable value; returns self."""
+        validate_options(self)
+        if self.val_split + self.test_split >= 1.0:
+            raise UsageError(
+                f"--val-split {self.val_split:g} + --test-split {self.test_split:g}: leaves nothing to train on"
+            )
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise UsageError(
                 "--tensorboard: the tensorboard package is not installed; run: pip install 'imgclf[tensorboard]'"
             )
-        from .. import backbones
-
-        backbones.get(self.model).check_size(self.input_size, self.weights)  # names the valid choices
-        if self.weights not in (backbones.PRETRAINED, backbones.RANDOM) and not Path(self.weights).is_file():
-            raise UsageError(f"--weights {self.weights}: no such file; give a weights file, imagenet or none")
+        backbones.get(self.backbone).check_size(self.input_size, self.weights)  # names the valid choices
+        backbones.check_weights(self.weights)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,42 +109,131 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """Rebuild from a saved ``config.json`` ``options`` section; unknown keys are an error."""
+        from ..rundir import upgrade_options
+
+        values = upgrade_options(dict(values))
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise UsageError(f"{source}: unknown option(s) {unknown}; written by a newer imgclf?")
-        if "background" in values:
-            values = {**values, "background": tuple(values["background"])}
-        return cls(**values)
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise UsageError(f"{source}: unusable options ({exc})") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path, label: str | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+        """A run's ``config.json``: its ``TrainConfig`` and the whole record.
+
+        Example
+        -------
+        >>> config, record = TrainConfig.from_file("runs/demo/config.json")  # doctest: +SKIP
+        """
+        from ..rundir import read_record
+
+        label = label or f"--config {path}"
+        record = read_record(path, label)
+        return cls.from_dict(record["options"], label), record
+
+    @classmethod
+    def resolve(
+        cls,
+        data: str | Path | None = None,
+        *,
+        config: TrainConfig | str | Path | None = None,
+        resume: str | Path | None = None,
+        **options: Any,
+    ) -> tuple[TrainConfig, dict[str, Any] | None]:
+        """The run a train command means, and the record of the run it repeats or resumes.
+
+        New: ``data`` and ``options``. Repeat: ``config`` (a ``TrainConfig`` or a run's
+        ``config.json``) with ``options`` overriding it, a new run directory unless ``out``.
+        Resume: ``resume`` (a run directory) with its own options only.
+
+        Example
+        -------
+        >>> config, _ = TrainConfig.resolve("photos", epochs=30)  # doctest: +SKIP
+        >>> config, record = TrainConfig.resolve(config="runs/demo/config.json", out="runs/again")  # doctest: +SKIP
+        """
+        if resume is not None and config is not None:
+            raise UsageError("--resume and --config: give one (--resume continues a run, --config repeats one)")
+        from ..rundir import RunDir
+
+        if resume is not None:
+            source = RunDir(resume).config_file
+            if not source.is_file():
+                raise UsageError(
+                    f"--resume {resume}: not a run directory (no {RunDir.CONFIG}); start it with `imgclf train`"
+                )
+            if options:
+                raise UsageError(f"--resume: continues with the run's own options; drop {sorted(options)}")
+            resumed, record = cls.from_file(source, f"--resume {resume}")
+            run = RunDir(resume)
+            finished = record.get("status") == "finished" or (
+                "status" not in record and run.metrics_file.exists()  # runs from before the status field
+            )
+            if finished:
+                raise UsageError(
+                    f"--resume {resume}: this run finished; nothing to resume "
+                    f"(to train again: imgclf train --config {run.config_file})"
+                )
+            return dataclasses.replace(resumed, out=str(resume)), record
+        if config is None:
+            if data is None:
+                raise UsageError("train: give DATA (a folder of class subfolders), --config FILE or --resume RUN")
+            new = cls(data=str(data), **options)
+            new.out = new.out or cls.default_out(new.data)
+            return new, None
+        if isinstance(config, TrainConfig):
+            base, record = config, None
+        else:
+            base, record = cls.from_file(config)
+            base.out = None  # a new run directory, unless out is given
+        changed = dataclasses.replace(base, **options)
+        if data is not None:
+            changed.data = str(data)
+        changed.out = changed.out or cls.default_out(changed.data)
+        return changed, record
+
+    @staticmethod
+    def default_out(data: str | Path) -> str:
+        """``runs/<data folder>-<time>``: where a run goes when no ``out`` is given."""
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return str(Path("runs") / f"{Path(data).resolve().name or 'data'}-{stamp}")
+
+    def head_params(self, class_weight: dict[int, float] | None = None) -> StageParams:
+        """How stage 1 (the head on embeddings) trains."""
+        return StageParams(
+            self.lr, self.epochs, self.patience, self.batch_size, self.label_smoothing, self.seed, class_weight
+        )
+
+    def fine_tune_params(self, class_weight: dict[int, float] | None = None) -> StageParams:
+        """How stage 2 (fine-tuning on images) trains."""
+        return StageParams(
+            self.fine_tune_lr,
+            self.fine_tune_epochs,
+            self.fine_tune_patience,
+            self.batch_size,
+            self.label_smoothing,
+            self.seed,
+            class_weight,
+        )
 
 
-CONFIG_FORMAT = 1  # bump when config.json changes incompatibly
-
-
-def read_config_file(path: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
-    """Read a run's ``config.json``: its ``TrainConfig`` and the whole record.
+@dataclass(frozen=True)
+class StageParams:
+    """How one training stage runs: shared by the head, fine-tuning and the int8 head refit.
 
     Example
     -------
-    >>> config, record = read_config_file("runs/demo/config.json")  # doctest: +SKIP
+    >>> TrainConfig(data="photos").head_params().epochs
+    100
     """
-    import json
 
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"--config {path}: cannot read ({exc.strerror or exc})") from None
-    except ValueError:
-        raise UsageError(f"--config {path}: not JSON; give the config.json of an imgclf run") from None
-    if not isinstance(record, dict) or not isinstance(record.get("options"), dict):
-        raise UsageError(f"--config {path}: not an imgclf run config (no options section)")
-    fmt = record.get("format", 1)
-    if not isinstance(fmt, int) or fmt > CONFIG_FORMAT:
-        raise UsageError(
-            f"--config {path}: format {fmt!r} is newer than this imgclf reads ({CONFIG_FORMAT}); upgrade imgclf"
-        )
-    try:
-        return TrainConfig.from_dict(record["options"], f"--config {path}"), record
-    except TypeError as exc:
-        raise UsageError(f"--config {path}: unusable options ({exc})") from None
+    lr: float = 1e-3
+    epochs: int = 100
+    patience: int = 10
+    batch_size: int = 32
+    label_smoothing: float = 0.1
+    seed: int = 0
+    class_weight: dict[int, float] | None = None

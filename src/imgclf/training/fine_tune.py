@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from .._keras import keras
-from ..data.pipeline import decoded_batches
+from ..data.batches import decoded_batches
 from .checkpoints import EpochCheckpoint
+from .config import StageParams
 
 AUTO_MIN_IMAGES_PER_CLASS = 50
-AUGMENTATIONS = ("light", "strong", "off")
 
 
 def augmentation(strength: str, seed: int = 0) -> keras.Sequential | None:
@@ -96,8 +96,9 @@ def unfreeze_top(
 
 @dataclass
 class FineTuneResult:
+    """What stage 2 did: its history, how much of the backbone it trained, how long it took."""
+
     history: dict[str, list[float]]
-    val_loss: float | None
     trainable_params: int
     blocks: str  # e.g. "5 of 16"
     seconds: float
@@ -119,19 +120,13 @@ def fine_tune(
     head: keras.Model,
     train: tuple[list[Path], np.ndarray],
     val: tuple[list[Path], np.ndarray] | None,
+    params: StageParams,
     *,
     size: int,
     background: tuple[int, int, int],
     fraction: float,
     from_scratch: bool = False,
     augment: str = "light",
-    lr: float = 1e-4,
-    epochs: int = 20,
-    batch_size: int = 32,
-    label_smoothing: float = 0.1,
-    patience: int = 5,
-    seed: int = 0,
-    class_weight: dict[int, float] | None = None,
     checkpoint_dir: Path | None = None,
     callbacks: list | None = None,
 ) -> FineTuneResult:
@@ -144,93 +139,105 @@ def fine_tune(
 
     Example
     -------
-    >>> r = fine_tune(fx, net, backbone.blocks(names), head, (paths, y), (vpaths, vy), size=224,
-    ...               background=(255, 255, 255), fraction=0.3)  # doctest: +SKIP
+    >>> r = fine_tune(fx, net, backbone.blocks(names), head, (paths, y), (vpaths, vy),
+    ...               config.fine_tune_params(), size=224, background=(255, 255, 255),
+    ...               fraction=0.3)  # doctest: +SKIP
     """
-    import tensorflow as tf
-
     started = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    num_classes = head.output_shape[-1]
+    keras.utils.set_random_seed(params.seed)
     trainable = unfreeze_top(backbone_model, block_of, fraction, batch_norm=from_scratch)
     order = list(dict.fromkeys(block_of))
     n_top = max(1, math.ceil(fraction * len(order)))
-
-    image = keras.Input(features.input_shape[1:], name="image")
-    # Pretrained: BatchNormalization stays in inference mode while its neighbours train (its
-    # statistics are worth more than what small batches would make of them). From scratch
-    # (random weights) there are no statistics to keep: it trains like any other layer.
-    x = features.get_layer("preprocess")(image)
-    x = backbone_model(x) if from_scratch else backbone_model(x, training=False)
-    model = keras.Model(image, head(x), name="fine_tune")
-
-    steps = max(1, math.ceil(len(train[0]) / batch_size))
-    warmup = min(steps, max(1, epochs * steps // 10))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        lr * 0.01, decay_steps=max(1, epochs * steps - warmup), warmup_target=lr, warmup_steps=warmup
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=["accuracy"],
-    )
-    aug = augmentation(augment, seed)
+    model = _trainable_model(features, backbone_model, head, from_scratch)
+    _compile(model, params, steps=max(1, math.ceil(len(train[0]) / params.batch_size)))
+    aug = augmentation(augment, params.seed)
+    num_classes = head.output_shape[-1]
 
     with tempfile.TemporaryDirectory(prefix="imgclf-ft-") as tmp:
         train_store = _image_store(train[0], size, background, Path(tmp) / "train.npy")
         val_store = _image_store(val[0], size, background, Path(tmp) / "val.npy") if val else None
-
-        def dataset(store: np.ndarray, labels: np.ndarray, training: bool) -> tf.data.Dataset:
-            onehot = keras.utils.to_categorical(labels, num_classes).astype(np.float32)
-            weights = (
-                np.array([class_weight[int(y)] for y in labels], np.float32)
-                if training and class_weight
-                else np.ones(len(labels), np.float32)
-            )
-
-            def load(idx: np.ndarray):
-                idx = np.sort(idx)  # sorted reads from the memory map
-                return store[idx], onehot[idx], weights[idx]
-
-            ds = tf.data.Dataset.range(len(labels))
-            if training:
-                ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-            ds = ds.batch(batch_size).map(
-                lambda i: tf.numpy_function(load, [i], (tf.uint8, tf.float32, tf.float32)),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
-            ds = ds.map(
-                lambda x, y, w: (
-                    tf.ensure_shape(tf.cast(x, tf.float32), (None, size, size, 3)),
-                    tf.ensure_shape(y, (None, num_classes)),
-                    tf.ensure_shape(w, (None,)),
-                )
-            )
-            if training and aug is not None:
-                ds = ds.map(
-                    lambda x, y, w: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y, w),
-                    num_parallel_calls=tf.data.AUTOTUNE,
-                )
-            return ds.prefetch(2)
-
-        checkpoint = EpochCheckpoint(checkpoint_dir, patience)
+        checkpoint = EpochCheckpoint(checkpoint_dir, params.patience)
         start = checkpoint.restore(model)
         if not checkpoint.done:
+            train_ds = _images_dataset(train_store, train[1], num_classes, params, aug, training=True)
+            val_ds = _images_dataset(val_store, val[1], num_classes, params, None, training=False) if val else None
             model.fit(
-                dataset(train_store, train[1], training=True),
-                validation_data=dataset(val_store, val[1], training=False) if val else None,
-                epochs=epochs,
+                train_ds,
+                validation_data=val_ds,
+                epochs=params.epochs,
                 initial_epoch=start,
-                shuffle=False,  # dataset() shuffles, seeded
+                shuffle=False,  # the dataset shuffles, seeded
                 callbacks=[checkpoint, *(callbacks or [])],
                 verbose=0,
             )
         history = checkpoint.finish(model)
-    best = checkpoint.state.get("best")
-    return FineTuneResult(
-        history,
-        best,
-        trainable,
-        f"{n_top} of {len(order)}",
-        time.perf_counter() - started,
+    return FineTuneResult(history, trainable, f"{n_top} of {len(order)}", time.perf_counter() - started)
+
+
+def _trainable_model(features: keras.Model, backbone_model: keras.Model, head, from_scratch: bool) -> keras.Model:
+    """Image -> preprocessing -> backbone -> head, sharing the layers of ``features`` and ``head``.
+
+    Pretrained: BatchNormalization stays in inference mode while its neighbours train (its
+    statistics are worth more than what small batches would make of them). From scratch
+    (random weights) there are no statistics to keep: it trains like any other layer.
+    """
+    image = keras.Input(features.input_shape[1:], name="image")
+    x = features.get_layer("preprocess")(image)
+    x = backbone_model(x) if from_scratch else backbone_model(x, training=False)
+    return keras.Model(image, head(x), name="fine_tune")
+
+
+def _compile(model: keras.Model, params: StageParams, steps: int) -> None:
+    """Adam with a linear warm-up (a tenth of the steps) to ``params.lr``, then cosine decay."""
+    total = params.epochs * steps
+    warmup = min(steps, max(1, total // 10))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        params.lr * 0.01, decay_steps=max(1, total - warmup), warmup_target=params.lr, warmup_steps=warmup
     )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def _images_dataset(
+    store: np.ndarray, labels: np.ndarray, num_classes: int, params: StageParams, aug, training: bool
+):
+    """Batches of (pixels, one-hot labels, class weights) read from the memory map; shuffled
+    and augmented (``aug``) when ``training``."""
+    from .._keras import tensorflow as tf
+
+    size = store.shape[1]
+    onehot = keras.utils.to_categorical(labels, num_classes).astype(np.float32)
+    class_weight = params.class_weight
+    weights = (
+        np.array([class_weight[int(y)] for y in labels], np.float32)
+        if training and class_weight
+        else np.ones(len(labels), np.float32)
+    )
+
+    def load(idx: np.ndarray):
+        idx = np.sort(idx)  # sorted reads from the memory map
+        return store[idx], onehot[idx], weights[idx]
+
+    ds = tf.data.Dataset.range(len(labels))
+    if training:
+        ds = ds.shuffle(len(labels), seed=params.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(params.batch_size).map(
+        lambda i: tf.numpy_function(load, [i], (tf.uint8, tf.float32, tf.float32)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    ds = ds.map(
+        lambda x, y, w: (
+            tf.ensure_shape(tf.cast(x, tf.float32), (None, size, size, 3)),
+            tf.ensure_shape(y, (None, num_classes)),
+            tf.ensure_shape(w, (None,)),
+        )
+    )
+    if aug is not None:
+        ds = ds.map(
+            lambda x, y, w: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y, w),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.prefetch(2)

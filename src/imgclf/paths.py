@@ -1,4 +1,4 @@
-"""Where imgclf keeps what it can rebuild: converted weights and backbone embeddings.
+"""Where imgclf keeps what it can rebuild: converted weights, LiteRT engines and embeddings.
 
 ``IMGCLF_CACHE`` wins; otherwise the user cache dir (``$XDG_CACHE_HOME/imgclf``, usually
 ``~/.cache/imgclf``).

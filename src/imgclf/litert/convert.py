@@ -1,25 +1,40 @@
-"""Keras model -> LiteRT flatbuffers (four precisions) and a SavedModel for servers."""
+"""Keras model -> LiteRT flatbuffer, in four precisions, without a SavedModel round trip."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .._keras import keras
 from .._quiet import captured_fds
 from ..errors import UsageError
-from ..fileio import DIR_MODE
-from ..training.engines import tflite_converter
+from . import IO_TYPES, PRECISIONS
 from .metadata import add_serving_signature
 
-PRECISIONS = ("float32", "dynamic", "float16", "int8")
-IO_TYPES = ("uint8", "int8", "float32")
+
+def tflite_converter(model: Any, batch: int | None = None) -> Any:
+    """A ``TFLiteConverter`` for ``model`` (float images in) that does not go through a SavedModel.
+
+    ``from_keras_model`` first writes the model out as a SavedModel and loads it back, most
+    of its time; tracing and freezing the call gives the same ops and bit-identical outputs
+    in all four export precisions in a third of the time (BENCHMARKS.md, "Design
+    measurements"). ``batch=None`` keeps the batch dimension dynamic. The result has no
+    signature (``to_tflite`` adds one with ``metadata.add_serving_signature``).
+
+    Example
+    -------
+    >>> converter = tflite_converter(features, batch=1)  # doctest: +SKIP
+    >>> model_bytes = converter.convert()  # doctest: +SKIP
+    """
+    from .._keras import tensorflow as tf
+
+    spec = tf.TensorSpec([batch, *model.input_shape[1:]], tf.float32, name="image")
+    traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([traced], model)
+    converter.experimental_lower_to_saved_model = False
+    return converter
 
 
 class ConversionError(RuntimeError):
@@ -45,7 +60,7 @@ def with_range_anchor(images: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def to_tflite(
-    model: keras.Model,
+    model: Any,
     precision: str,
     calibration: Sequence[np.ndarray] | None = None,
     io_type: str = "uint8",
@@ -60,12 +75,10 @@ def to_tflite(
     -------
     >>> data = to_tflite(model, "int8", calibration=images)  # doctest: +SKIP
     """
-    import tensorflow as tf
+    from .._keras import tensorflow as tf
 
-    if precision not in PRECISIONS:
-        raise UsageError(f"--quantize {precision}: unknown; choose from {', '.join(PRECISIONS)}")
-    if io_type not in IO_TYPES:
-        raise UsageError(f"--io-type {io_type}: unknown; choose from {', '.join(IO_TYPES)}")
+    if precision not in PRECISIONS or io_type not in IO_TYPES:  # users' values are checked by ExportConfig
+        raise ValueError(f"precision {precision!r} / io_type {io_type!r}: not one of {PRECISIONS} / {IO_TYPES}")
     converter = tflite_converter(model)
     if precision != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -91,54 +104,3 @@ def to_tflite(
             return add_serving_signature(bytes(converter.convert()))
         except Exception as exc:  # the converter raises many types; keep its log for --debug
             raise ConversionError(f"{precision} conversion failed: {exc}".splitlines()[0], log()) from exc
-
-
-def save_savedmodel(model: keras.Model, labels: Sequence[str], target: Path) -> Path:
-    """Write a SavedModel whose ``serving_default`` takes ``images``: a batch of uint8 RGB
-    images of *any* size (resized inside to the model's input size, bilinear, antialiased)
-    and returns ``probabilities`` (float32, ``[n, classes]``), ``label`` (top-1 label
-    strings) and ``score`` (top-1 probability). The folder is replaced atomically.
-
-    Example
-    -------
-    >>> save_savedmodel(model, ["cat", "dog"], Path("runs/demo/export/saved_model"))  # doctest: +SKIP
-    """
-    import tensorflow as tf
-
-    size = int(model.input_shape[1])
-
-    class Serving(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-            self.labels = tf.constant(list(labels))
-            self.input_size = tf.Variable(size, trainable=False, dtype=tf.int32)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-        def serve(self, images):
-            x = tf.image.resize(tf.cast(images, tf.float32), (size, size), method="bilinear", antialias=True)
-            probs = self.model(tf.clip_by_value(x, 0.0, 255.0), training=False)
-            top = tf.argmax(probs, axis=-1)
-            return {
-                "probabilities": probs,
-                "label": tf.gather(self.labels, top),
-                "score": tf.reduce_max(probs, axis=-1),
-            }
-
-    module = Serving()
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        with captured_fds():
-            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
-        (tmp / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-        os.chmod(tmp, DIR_MODE)
-        old = target.with_name(f".{target.name}.old")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target

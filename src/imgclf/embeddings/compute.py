@@ -1,69 +1,22 @@
-"""Backbone embeddings: computed once per image, cached on disk by content.
+"""The embedding pass: every image's backbone embedding, from the cache or computed once.
 
-The frozen backbone is where training time goes, so each image goes through it once.
-Embeddings are stored in SQLite, keyed by (backbone key, SHA-256 of the file's bytes):
-renaming or moving files costs nothing, adding 20 images costs 20 backbone passes, and a
-killed run keeps every batch it finished (each batch is one committed transaction).
+The frozen backbone is where training time goes, so each image goes through it once; the
+vectors are kept in ``EmbeddingCache`` by the SHA-256 of the file's bytes.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..data.decode import WHITE
-from ..data.pipeline import decoded_batches, default_workers
-from ..fileio import content_digest
-
-
-class EmbeddingCache:
-    """A SQLite table of float32 vectors keyed by (backbone key, content digest).
-
-    Example
-    -------
-    >>> cache = EmbeddingCache(Path("/tmp/emb.sqlite"))  # doctest: +SKIP
-    >>> cache.get_many("lite0-224", ["ab12..."])  # doctest: +SKIP
-    {}
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS embeddings (key TEXT, digest TEXT, vec BLOB, PRIMARY KEY (key, digest))"
-        )
-        self._db.commit()
-
-    def get_many(self, key: str, digests: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        unique = list(dict.fromkeys(digests))
-        for start in range(0, len(unique), 500):  # SQLite caps the number of bound parameters
-            chunk = unique[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT digest, vec FROM embeddings WHERE key = ? AND digest IN ({marks})", [key, *chunk]
-            )
-            for digest, blob in rows:
-                found[digest] = np.frombuffer(blob, dtype=np.float32)
-        return found
-
-    def put_many(self, key: str, items: dict[str, np.ndarray]) -> None:
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
-                [(key, d, np.asarray(v, dtype=np.float32).tobytes()) for d, v in items.items()],
-            )
-
-    def close(self) -> None:
-        self._db.close()
+from ..data.batches import decoded_batches
+from ..data.color import WHITE
+from ..fileio import digest_files
+from .cache import EmbeddingCache
 
 
 @dataclass
@@ -72,35 +25,13 @@ class EmbeddingResult:
 
     vectors: np.ndarray  # (n_ok, features) float32, in input order of the usable paths
     ok: np.ndarray  # bool mask over the input paths
+    paths: list[Path] = field(default_factory=list)  # the usable paths, row for row with vectors
     errors: dict[str, str] = field(default_factory=dict)  # path -> reason
     computed: int = 0  # images that went through the backbone (cache misses)
     cached: int = 0
     seconds: float = 0.0  # the embedding pass: cache look-ups, decoding and backbone
     engine: str = ""  # what ran the backbone: litert, tensorflow (set by the caller)
     engine_seconds: float = 0.0  # of ``seconds``: converting or loading the engine (set by the caller)
-
-
-def _digest_or_error(path: Path) -> tuple[str | None, str | None]:
-    try:
-        if path.stat().st_size == 0:
-            return None, "empty file (0 bytes)"
-        return content_digest(path), None
-    except OSError as exc:
-        return None, f"cannot read: {exc.strerror or exc}"
-
-
-def digest_files(
-    paths: Sequence[Path], workers: int | None = None
-) -> dict[Path, tuple[str | None, str | None]]:
-    """``path -> (content digest, None)`` or ``(None, reason)`` for files that cannot be read.
-
-    Example
-    -------
-    >>> digest_files([Path("a.png")])  # doctest: +SKIP
-    {PosixPath('a.png'): ('9f2c...', None)}
-    """
-    with ThreadPoolExecutor(workers or default_workers()) as pool:
-        return dict(zip(paths, pool.map(_digest_or_error, paths)))
 
 
 def compute_embeddings(
@@ -171,6 +102,7 @@ def compute_embeddings(
         if ok.any()
         else np.zeros((0, dim), np.float32)
     )
+    usable = [p for p, good in zip(paths, ok) if good]
     return EmbeddingResult(
-        vectors, ok, errors, computed=computed, cached=cached, seconds=time.perf_counter() - started
+        vectors, ok, usable, errors, computed=computed, cached=cached, seconds=time.perf_counter() - started
     )

@@ -14,6 +14,7 @@ out is added here too, with the same schema classes.
 
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
 from dataclasses import dataclass, field
@@ -22,34 +23,35 @@ from pathlib import Path
 import flatbuffers
 
 
+@functools.cache
 def _schema_module(name: str):
-    """One of mediapipe's generated schema modules, loaded from its file on its own.
+    """One of mediapipe's generated schema modules, loaded from its file on its own, on first use.
 
     They need only ``flatbuffers``, but importing them through the ``mediapipe`` package
-    imports TensorFlow (3 of the 5.6 s of `imgclf predict model.tflite` here, plus its C++
-    start-up lines on stderr); locating the package does not run it.
+    imports TensorFlow (most of the time of `imgclf predict model.tflite`, plus its C++
+    start-up lines on stderr: BENCHMARKS.md, "Design measurements"); locating the package
+    does not run it.
     """
     import importlib.util
-    import sys
 
-    qualified = f"imgclf._mediapipe_schema.{name}"
-    if qualified in sys.modules:
-        return sys.modules[qualified]
     package = importlib.util.find_spec("mediapipe")
     if package is None or not package.submodule_search_locations:
         raise ImportError(
             "mediapipe is not installed; it ships the TFLite metadata schema: pip install mediapipe"
         )
     path = Path(list(package.submodule_search_locations)[0]) / "tasks" / "metadata" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(qualified, path)
+    spec = importlib.util.spec_from_file_location(f"imgclf_tflite_schema_{name}", path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[qualified] = module
     spec.loader.exec_module(module)
     return module
 
 
-_md = _schema_module("metadata_schema_py_generated")
-_tfl = _schema_module("schema_py_generated")
+def _metadata_schema():
+    return _schema_module("metadata_schema_py_generated")
+
+
+def _model_schema():
+    return _schema_module("schema_py_generated")
 
 METADATA_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"
@@ -63,7 +65,7 @@ MIN_PARSER_VERSION = "1.0.0"
 class ModelInfo:
     """What the metadata says about a classifier."""
 
-    labels: list[str]
+    classes: list[str]  # the labels file's lines, in output order
     mean: float = 0.0  # input normalization: (pixel - mean) / std; our models take raw 0..255 pixels
     std: float = 1.0
     name: str = "imgclf image classifier"
@@ -76,44 +78,45 @@ class ModelInfo:
 
 
 def _metadata_buffer(info: ModelInfo, input_is_uint8: bool) -> bytes:
-    image = _md.TensorMetadataT()
+    md = _metadata_schema()
+    image = md.TensorMetadataT()
     image.name = "image"
     image.description = f"RGB image, {info.input_size or '?'}x{info.input_size or '?'}, pixels 0..255."
-    image.content = _md.ContentT()
-    image.content.contentPropertiesType = _md.ContentProperties.ImageProperties
-    image.content.contentProperties = _md.ImagePropertiesT()
-    image.content.contentProperties.colorSpace = _md.ColorSpaceType.RGB
-    norm = _md.ProcessUnitT()
-    norm.optionsType = _md.ProcessUnitOptions.NormalizationOptions
-    norm.options = _md.NormalizationOptionsT()
+    image.content = md.ContentT()
+    image.content.contentPropertiesType = md.ContentProperties.ImageProperties
+    image.content.contentProperties = md.ImagePropertiesT()
+    image.content.contentProperties.colorSpace = md.ColorSpaceType.RGB
+    norm = md.ProcessUnitT()
+    norm.optionsType = md.ProcessUnitOptions.NormalizationOptions
+    norm.options = md.NormalizationOptionsT()
     norm.options.mean = [float(info.mean)]
     norm.options.std = [float(info.std)]
     image.processUnits = [norm]
-    image.stats = _md.StatsT()
+    image.stats = md.StatsT()
     if input_is_uint8:
         image.stats.min, image.stats.max = [0.0], [255.0]
     else:
         image.stats.min = [(0.0 - info.mean) / info.std]
         image.stats.max = [(255.0 - info.mean) / info.std]
 
-    scores = _md.TensorMetadataT()
+    scores = md.TensorMetadataT()
     scores.name = "probability"
     scores.description = "Probability of each label (softmax)."
-    scores.content = _md.ContentT()
-    scores.content.contentPropertiesType = _md.ContentProperties.FeatureProperties
-    scores.content.contentProperties = _md.FeaturePropertiesT()
-    scores.stats = _md.StatsT()
+    scores.content = md.ContentT()
+    scores.content.contentPropertiesType = md.ContentProperties.FeatureProperties
+    scores.content.contentProperties = md.FeaturePropertiesT()
+    scores.stats = md.StatsT()
     scores.stats.min, scores.stats.max = [0.0], [1.0]
-    labels = _md.AssociatedFileT()
+    labels = md.AssociatedFileT()
     labels.name = LABELS_FILE
     labels.description = "Labels for the categories the model can recognize."
-    labels.type = _md.AssociatedFileType.TENSOR_AXIS_LABELS
+    labels.type = md.AssociatedFileType.TENSOR_AXIS_LABELS
     scores.associatedFiles = [labels]
 
-    subgraph = _md.SubGraphMetadataT()
+    subgraph = md.SubGraphMetadataT()
     subgraph.inputTensorMetadata = [image]
     subgraph.outputTensorMetadata = [scores]
-    model = _md.ModelMetadataT()
+    model = md.ModelMetadataT()
     model.name = info.name
     model.description = info.description
     model.version = info.version
@@ -128,7 +131,8 @@ def _metadata_buffer(info: ModelInfo, input_is_uint8: bool) -> bytes:
 
 def _strip_zip(model_bytes: bytes) -> bytes:
     """The flatbuffer part of a model that may already carry appended associated files."""
-    model = _tfl.Model.GetRootAs(model_bytes, 0)
+    tfl = _model_schema()
+    model = tfl.Model.GetRootAs(model_bytes, 0)
     end = 0
     for i in range(model.BuffersLength()):
         buf = model.Buffers(i)
@@ -159,7 +163,8 @@ def add_serving_signature(
     -------
     >>> data = add_serving_signature(converter.convert())  # doctest: +SKIP
     """
-    model = _tfl.ModelT.InitFromObj(_tfl.Model.GetRootAs(_strip_zip(model_bytes), 0))
+    tfl = _model_schema()
+    model = tfl.ModelT.InitFromObj(tfl.Model.GetRootAs(_strip_zip(model_bytes), 0))
     graph = model.subgraphs[0]
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise ValueError(
@@ -167,11 +172,11 @@ def add_serving_signature(
         )
 
     def tensor_map(name: str, index: int):
-        entry = _tfl.TensorMapT()
+        entry = tfl.TensorMapT()
         entry.name, entry.tensorIndex = name, int(index)
         return entry
 
-    signature = _tfl.SignatureDefT()
+    signature = tfl.SignatureDefT()
     signature.signatureKey = SERVING_SIGNATURE
     signature.subgraphIndex = 0
     signature.inputs = [tensor_map(input_name, graph.inputs[0])]
@@ -187,15 +192,16 @@ def add_metadata(model_bytes: bytes, info: ModelInfo) -> bytes:
 
     Example
     -------
-    >>> data = add_metadata(open("model.tflite", "rb").read(), ModelInfo(labels=["cat", "dog"]))  # doctest: +SKIP
+    >>> data = add_metadata(open("model.tflite", "rb").read(), ModelInfo(classes=["cat", "dog"]))  # doctest: +SKIP
     """
-    model = _tfl.ModelT.InitFromObj(_tfl.Model.GetRootAs(_strip_zip(model_bytes), 0))
+    tfl = _model_schema()
+    model = tfl.ModelT.InitFromObj(tfl.Model.GetRootAs(_strip_zip(model_bytes), 0))
     input_type = model.subgraphs[0].tensors[model.subgraphs[0].inputs[0]].type
-    buffer = _tfl.BufferT()
-    buffer.data = list(_metadata_buffer(info, input_type == _tfl.TensorType.UINT8))
+    buffer = tfl.BufferT()
+    buffer.data = list(_metadata_buffer(info, input_type == tfl.TensorType.UINT8))
     model.metadata = [m for m in (model.metadata or []) if m.name.decode() != METADATA_NAME]
     model.buffers.append(buffer)
-    entry = _tfl.MetadataT()
+    entry = tfl.MetadataT()
     entry.name = METADATA_NAME
     entry.buffer = len(model.buffers) - 1
     model.metadata.append(entry)
@@ -204,7 +210,7 @@ def add_metadata(model_bytes: bytes, info: ModelInfo) -> bytes:
     out = io.BytesIO(bytes(b.Output()))
     out.seek(0, io.SEEK_END)
     with zipfile.ZipFile(out, "a") as zf:  # appended zip: the model stays a valid flatbuffer
-        zf.writestr(LABELS_FILE, "".join(f"{label}\n" for label in info.labels))
+        zf.writestr(LABELS_FILE, "".join(f"{name}\n" for name in info.classes))
     return out.getvalue()
 
 
@@ -213,10 +219,12 @@ def read_metadata(model_bytes: bytes) -> ModelInfo | None:
 
     Example
     -------
-    >>> read_metadata(open("model_int8.tflite", "rb").read()).labels[:2]  # doctest: +SKIP
+    >>> read_metadata(open("model_int8.tflite", "rb").read()).classes[:2]  # doctest: +SKIP
     ['ankle_boot', 'bag']
     """
-    model = _tfl.Model.GetRootAs(model_bytes, 0)
+    md = _metadata_schema()
+    tfl = _model_schema()
+    model = tfl.Model.GetRootAs(model_bytes, 0)
     buffer_index = None
     for i in range(model.MetadataLength()):
         if model.Metadata(i).Name().decode() == METADATA_NAME:
@@ -229,9 +237,9 @@ def read_metadata(model_bytes: bytes) -> ModelInfo | None:
         if buf.Offset()
         else buf.DataAsNumpy().tobytes()
     )
-    meta = _md.ModelMetadataT.InitFromObj(_md.ModelMetadata.GetRootAs(raw, 0))
+    meta = md.ModelMetadataT.InitFromObj(md.ModelMetadata.GetRootAs(raw, 0))
     info = ModelInfo(
-        labels=[],
+        classes=[],
         name=_text(meta.name),
         description=_text(meta.description),
         version=_text(meta.version),
@@ -241,17 +249,17 @@ def read_metadata(model_bytes: bytes) -> ModelInfo | None:
     subgraph = (meta.subgraphMetadata or [None])[0]
     if subgraph and subgraph.inputTensorMetadata:
         for unit in subgraph.inputTensorMetadata[0].processUnits or []:
-            if unit.optionsType == _md.ProcessUnitOptions.NormalizationOptions:
+            if unit.optionsType == md.ProcessUnitOptions.NormalizationOptions:
                 info.mean, info.std = float(unit.options.mean[0]), float(unit.options.std[0])
     label_file = None
     if subgraph and subgraph.outputTensorMetadata:
         for f in subgraph.outputTensorMetadata[0].associatedFiles or []:
-            if f.type == _md.AssociatedFileType.TENSOR_AXIS_LABELS:
+            if f.type == md.AssociatedFileType.TENSOR_AXIS_LABELS:
                 label_file = _text(f.name)
     if label_file and zipfile.is_zipfile(io.BytesIO(model_bytes)):
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as zf:
             if label_file in zf.namelist():
-                info.labels = [
+                info.classes = [
                     s.strip() for s in zf.read(label_file).decode("utf-8").splitlines() if s.strip()
                 ]
     return info

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..data.batches import run_batches
+from ..data.color import WHITE
 from ..data.dataset import find_images, load_dataset
-from ..data.decode import WHITE
-from ..data.pipeline import decoded_batches
 from ..errors import ModelError, UsageError
-from ..evaluation.metrics import compute_metrics, write_evaluation
-from ..fileio import write_json
-from .backends import KerasBackend, LiteRTBackend, Normalization, SavedModelBackend
+from ..evaluation.metrics import compute_metrics
+from ..litert.interpreter import Normalization
+from ..options import validate_options
+from ..rundir import RunDir
+from .backends import KerasBackend, LiteRTBackend, SavedModelBackend
+from .load_options import LoadOptions
 
 
 def _read_labels(path: Path) -> list[str]:
@@ -45,22 +48,31 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def _trained_background(folder: Path) -> tuple[int, int, int]:
-    """The background colour the model was trained with (from a run's config.json), else white."""
-    for candidate in (folder / "config.json", folder.parent / "config.json"):
-        try:
-            return tuple(json.loads(candidate.read_text())["options"]["background"])  # type: ignore[return-value]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return WHITE
+def _trained_background(model: Path) -> tuple[int, int, int]:
+    """The background colour the model was trained with (from its run's config.json), else white."""
+    run = RunDir.containing(model)
+    return run.background() if run else WHITE
+
+
+@dataclass
+class Evaluation:
+    """A model's results on a labelled folder: the metrics and the per-image predictions they
+    come from (images that could not be decoded are left out of both, and listed)."""
+
+    metrics: dict[str, Any]  # as in metrics.json: accuracy, per_class, confusion_matrix, ...
+    paths: list[Path]
+    y_true: np.ndarray
+    probs: np.ndarray
+    classes: list[str]
+    root: Path  # the folder evaluated; paths are shown relative to it
 
 
 class Classifier:
     """A trained image classifier: RGB image in, class probabilities out.
 
     Load with ``imgclf.load(path)``: a run directory, a ``.keras`` file or SavedModel
-    directory (labels from ``labels.txt`` beside it), or a ``.tflite`` file (labels and
-    normalization from its metadata, or given).
+    directory (class names from ``labels.txt`` beside it), or a ``.tflite`` file (class
+    names and normalization from its metadata, or given as a labels file).
 
     Example
     -------
@@ -70,16 +82,16 @@ class Classifier:
     """
 
     def __init__(
-        self, backend: Any, labels: list[str], source: Path, background: tuple[int, int, int] = WHITE
+        self, backend: Any, classes: list[str], source: Path, background: tuple[int, int, int] = WHITE
     ):
         self.backend = backend
-        self.labels = list(labels)
+        self.classes = list(classes)
         self.source = source
         self.background = background
         self.input_size = backend.input_size
-        if backend.num_outputs != len(self.labels):
+        if backend.num_outputs != len(self.classes):
             raise ModelError(
-                f"{source}: model has {backend.num_outputs} outputs but {len(self.labels)} labels were given; "
+                f"{source}: model has {backend.num_outputs} outputs but {len(self.classes)} labels were given; "
                 "pass a labels file with one label per output, in order"
             )
 
@@ -128,11 +140,11 @@ class Classifier:
                     f"{path}: no labels.txt beside it; pass --labels FILE (one label per line, in output order)"
                 )
             labels_list = _read_labels(labels_file)
-        return cls(backend, labels_list, path, _trained_background(path if path.is_dir() else path.parent))
+        return cls(backend, labels_list, path, _trained_background(path))
 
     @classmethod
     def _load_tflite(cls, path, labels, mean, std, threads) -> Classifier:
-        from ..export.metadata import read_metadata
+        from ..litert.metadata import read_metadata
 
         data = path.read_bytes()
         try:
@@ -143,12 +155,10 @@ class Classifier:
         if mean is not None:
             norm.mean = mean
         if std is not None:
-            if std <= 0:
-                raise UsageError(f"--input-std {std}: must be > 0")
             norm.std = std
         backend = LiteRTBackend(data, path, norm, threads)
         if labels is None:
-            labels = info.labels if info and info.labels else None
+            labels = info.classes if info and info.classes else None
         if labels is None:
             beside = path.parent / "labels.txt"
             if not beside.exists():
@@ -164,7 +174,7 @@ class Classifier:
                 f"{path}: no normalization metadata; assuming raw 0..255 pixels (set --input-mean/--input-std)",
                 stacklevel=2,
             )
-        return cls(backend, labels, path, _trained_background(path.parent))
+        return cls(backend, labels, path, _trained_background(path))
 
     def predict_proba(
         self, images: Sequence[str | Path | np.ndarray], batch_size: int = 32
@@ -174,14 +184,10 @@ class Classifier:
 
         Returns the probabilities and ``{index: reason}`` for inputs that could not be decoded.
         """
-        probs = np.full((len(images), len(self.labels)), np.nan, dtype=np.float32)
         sources = [x if isinstance(x, np.ndarray) else Path(x) for x in images]
-        errors: dict[int, str] = {}
-        for batch in decoded_batches(sources, self.input_size, batch_size, self.background):
-            errors.update(batch.errors)
-            if batch.indices:
-                probs[batch.indices] = self.backend(batch.images)
-        return probs, errors
+        return run_batches(
+            self.backend, sources, self.input_size, self.background, batch_size, width=len(self.classes)
+        )
 
     def predict(
         self, images: Sequence[str | Path | np.ndarray], top_k: int = 3, batch_size: int = 32
@@ -199,44 +205,40 @@ class Classifier:
                 entry["error"] = errors[i]
             else:
                 order = np.argsort(-probs[i])[:top_k]
-                entry["predictions"] = [{"label": self.labels[j], "score": float(probs[i][j])} for j in order]
+                entry["predictions"] = [{"label": self.classes[j], "score": float(probs[i][j])} for j in order]
             out.append(entry)
         return out
 
-    def evaluate(
-        self, data: str | Path, out: str | Path | None = None, batch_size: int = 32
-    ) -> dict[str, Any]:
-        """Metrics on a labelled folder (class subfolders named like the model's labels).
+    def evaluate(self, data: str | Path, batch_size: int = 32) -> Evaluation:
+        """Metrics on a labelled folder (class subfolders named like the model's classes).
 
-        With ``out``, also writes ``metrics.json``, ``predictions.csv`` and the plots there.
         A pre-split folder is evaluated on its ``test/`` split (else ``val/``).
+
+        Example
+        -------
+        >>> load("runs/demo").evaluate("examples/fashion-mini").metrics["accuracy"]  # doctest: +SKIP
+        0.83
         """
         dataset = load_dataset(data, val_split=0.0, test_split=0.0)
         split = next(
             (dataset.splits[s] for s in ("test", "val") if s in dataset.splits), dataset.splits["train"]
         )
-        unknown = sorted(set(dataset.classes) - set(self.labels))
+        unknown = sorted(set(dataset.classes) - set(self.classes))
         if unknown:
             raise UsageError(
-                f"{data}: classes {unknown} are not labels of this model ({', '.join(self.labels)})"
+                f"{data}: classes {unknown} are not labels of this model ({', '.join(self.classes)})"
             )
-        y = np.array([self.labels.index(dataset.classes[label]) for label in split.labels], dtype=int)
+        y = np.array([self.classes.index(dataset.classes[label]) for label in split.labels], dtype=int)
         probs, errors = self.predict_proba(split.paths, batch_size)
         ok = np.array([i not in errors for i in range(len(split.paths))], dtype=bool)
         if not ok.any():
             raise UsageError(f"{data}: none of the {len(split.paths)} images could be decoded")
-        metrics = compute_metrics(y[ok], probs[ok], self.labels)
+        metrics = compute_metrics(y[ok], probs[ok], self.classes)
         metrics["skipped_images"] = [
             {"path": str(split.paths[i]), "reason": why} for i, why in errors.items()
         ]
-        if out is not None:
-            out = Path(out)
-            paths = [p for p, good in zip(split.paths, ok) if good]
-            write_json(out / "metrics.json", metrics)
-            write_evaluation(
-                out, paths, y[ok], probs[ok], self.labels, metrics["confusion_matrix"], dataset.root
-            )
-        return metrics
+        paths = [p for p, good in zip(split.paths, ok) if good]
+        return Evaluation(metrics, paths, y[ok], probs[ok], self.classes, dataset.root)
 
 
 def load(path: str | Path, **options: Any) -> Classifier:
@@ -248,7 +250,8 @@ def load(path: str | Path, **options: Any) -> Classifier:
     Example
     -------
     >>> clf = load("runs/demo/export/model_int8.tflite")  # doctest: +SKIP
-    >>> clf.labels[:2]  # doctest: +SKIP
+    >>> clf.classes[:2]  # doctest: +SKIP
     ['ankle_boot', 'bag']
     """
+    validate_options(LoadOptions(**options))
     return Classifier.load(path, **options)

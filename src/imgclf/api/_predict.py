@@ -1,0 +1,106 @@
+"""Using a trained model, whatever its format: ``predict``, ``evaluate`` (metrics and plots
+written to a folder) and ``benchmark``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from ..inference.load_options import LoadOptions
+from ..options import option, validate_options, whole
+
+if TYPE_CHECKING:
+    from ..inference.classifier import Evaluation
+
+
+@dataclass(kw_only=True)
+class PredictConfig(LoadOptions):
+    """Options of ``imgclf predict``."""
+
+    model: str = option(help="Run directory, .keras, .tflite or SavedModel folder.", argument=True)
+    paths: list[str] = option(help="Image files or folders of images.", argument=True, many=True, factory=list)
+    top_k: int = option(3, "Labels per image, best first.")
+    batch_size: int = option(32, "Images decoded and run together.", rule=whole(1))
+
+
+@dataclass(kw_only=True)
+class EvaluateConfig(LoadOptions):
+    """Options of ``imgclf evaluate``."""
+
+    model: str = option(help="Run directory, .keras, .tflite or SavedModel folder.", argument=True)
+    data: str = option(help="Labelled folder: one subfolder per class (test/ or val/ of a split one).", argument=True)
+    out: str | None = option(None, "Where to write metrics and plots (default MODEL_DIR/eval-<data>).", metavar="PATH")
+    batch_size: int = option(32, "Images decoded and run together.", rule=whole(1))
+
+
+@dataclass(kw_only=True)
+class BenchmarkConfig(LoadOptions):
+    """Options of ``imgclf benchmark``."""
+
+    model: str = option(help="Run directory, .keras, .tflite or SavedModel folder.", argument=True)
+    runs: int = option(100, "Timed runs after warm-up.", rule=whole(1))
+    batch: int = option(1, "Images per call.", rule=whole(1))
+
+
+def predict(model: str | Path, paths: list[str | Path], **options: Any) -> list[dict[str, Any]]:
+    """Top-k labels for image files or folders of images (expanded, sorted), in input order;
+    unreadable files get an ``"error"`` instead of predictions.
+
+    Example
+    -------
+    >>> predict("runs/demo", ["examples/fashion-mini/test/bag"], top_k=1)[0]["predictions"]  # doctest: +SKIP
+    [{'label': 'bag', 'score': 0.97}]
+    """
+    from ..inference.classifier import expand_inputs, load
+
+    config = PredictConfig(model=str(model), paths=[str(p) for p in paths], **options)
+    validate_options(config)
+    files = expand_inputs(config.paths)
+    if not files:
+        raise UsageError(f"no image files found in {', '.join(map(str, config.paths))}")
+    clf = load(config.model, **config.load_options())
+    return clf.predict(files, top_k=config.top_k, batch_size=config.batch_size)
+
+
+def evaluate(model: str | Path, data: str | Path, **options: Any) -> tuple[Evaluation, Path]:
+    """Metrics on a labelled folder, written with ``predictions.csv`` and the plots to ``out``
+    (default ``MODEL_DIR/eval-<data>``). Returns the evaluation and where it was written.
+
+    Example
+    -------
+    >>> evaluation, out = evaluate("runs/demo", "examples/fashion-mini")  # doctest: +SKIP
+    >>> evaluation.metrics["accuracy"], out  # doctest: +SKIP
+    (0.83, PosixPath('runs/demo/eval-fashion-mini'))
+    """
+    from ..evaluation.outputs import write_evaluation
+    from ..fileio import write_json
+    from ..inference.classifier import load
+    from ..rundir import RunDir
+
+    config = EvaluateConfig(model=str(model), data=str(data), **options)
+    validate_options(config)
+    clf = load(config.model, **config.load_options())
+    evaluation = clf.evaluate(config.data, batch_size=config.batch_size)
+    out = Path(config.out) if config.out else clf.source.parent / f"eval-{Path(config.data).resolve().name}"
+    write_json(out / RunDir.METRICS, evaluation.metrics)
+    e = evaluation
+    write_evaluation(out, e.paths, e.y_true, e.probs, e.classes, e.metrics["confusion_matrix"], e.root)
+    return evaluation, out
+
+
+def benchmark(model: str | Path, **options: Any) -> dict[str, Any]:
+    """Latency (p50/p90) and throughput of a model on random images (decoding excluded).
+
+    Example
+    -------
+    >>> benchmark("runs/demo/export/model_int8.tflite", runs=50)["images_per_s"]  # doctest: +SKIP
+    380.2
+    """
+    from ..inference.benchmark import benchmark as run_benchmark
+    from ..inference.classifier import load
+
+    config = BenchmarkConfig(model=str(model), **options)
+    validate_options(config)
+    return run_benchmark(load(config.model, **config.load_options()), runs=config.runs, batch=config.batch)

@@ -1,0 +1,164 @@
+"""A run's model -> ``.tflite`` in four precisions (+ SavedModel) with metadata, and the
+parity report proving each file behaves like the model that was evaluated.
+
+The export folder (default ``RUN/export/``) holds ``model_<precision>.tflite``,
+``labels.txt``, ``saved_model/``, ``report.json`` and ``report.md`` (``rundir.ExportDir``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.batches import decoded_batches
+from ..evaluation.parity import parity_markdown
+from ..fileio import atomic_path, write_json, write_text
+from ..inference.backends import KerasBackend, LiteRTBackend
+from ..litert.interpreter import Normalization
+from ..litert.metadata import ModelInfo
+from ..progress import Reporter
+from ..rundir import ExportDir, RunDir, RunRecord
+from .config import ExportConfig
+
+
+def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Export a run and write the parity report; returns the report (as in ``report.json``).
+
+    Example
+    -------
+    >>> report = export_run(ExportConfig(run="runs/demo"))  # doctest: +SKIP
+    >>> [v["name"] for v in report["variants"]]  # doctest: +SKIP
+    ['keras', 'float32', 'dynamic', 'float16', 'int8']
+    """
+    from .parity import measure_parity
+    from .savedmodel import save_savedmodel
+
+    config.validate()
+    reporter = reporter or Reporter()
+    run = RunDir(config.run)
+    record = run.load()
+    out = ExportDir(config.out) if config.out else run.export
+    out.path.mkdir(parents=True, exist_ok=True)
+    keras_backend = KerasBackend(run.model_file)
+    write_text(out.labels_file, "".join(f"{c}\n" for c in record.classes))
+    calibration, skipped = _calibration(config, record, reporter)
+    info = model_info(config, record)
+    variants: list[dict[str, Any]] = [
+        {"name": "keras", "file": str(run.model_file), "bytes": run.model_file.stat().st_size}
+    ]
+    backends: dict[str, Any] = {"keras": keras_backend}
+    if "tflite" in config.formats:
+        for precision in config.quantize:
+            variant, backends[precision] = _export_tflite(
+                precision, keras_backend.model, record, calibration, info, config, out, reporter
+            )
+            variants.append(variant)
+    if "savedmodel" in config.formats:
+        reporter.info("writing SavedModel ...")
+        save_savedmodel(keras_backend.model, record.classes, out.saved_model)
+
+    report = measure_parity(record, variants, backends, config.latency_runs, reporter)
+    report["config"] = vars(config).copy()
+    report["calibration"] = {"images": len(calibration), "skipped": skipped}
+    write_json(out.report_json, report)
+    write_text(out.report_md, parity_markdown(report))
+    return report
+
+
+def model_info(config: ExportConfig, record: RunRecord) -> ModelInfo:
+    """What the ``.tflite`` metadata says about the run's model."""
+    classes = record.classes
+    return ModelInfo(
+        classes=classes,
+        input_size=record.input_size,
+        version=config.version,
+        author=config.author,
+        license=config.license,
+        name=config.name or f"imgclf {record.backbone} classifier ({len(classes)} classes)",
+        description=config.description
+        or f"Classifies an RGB image into: {', '.join(classes[:20])}"
+        + (", ..." if len(classes) > 20 else "")
+        + ". Input: raw RGB pixels 0..255; preprocessing is inside.",
+    )
+
+
+def _export_tflite(
+    precision: str,
+    model: Any,
+    record: RunRecord,
+    calibration: list[np.ndarray],
+    info: ModelInfo,
+    config: ExportConfig,
+    out: ExportDir,
+    reporter: Reporter,
+) -> tuple[dict[str, Any], LiteRTBackend]:
+    """One ``.tflite`` with metadata, written atomically; its variant record and backend."""
+    from ..litert.convert import to_tflite
+    from ..litert.metadata import add_metadata
+    from .int8_head import refit_head_for_int8
+
+    reporter.info(f"converting to {precision} .tflite ...")
+    started = time.perf_counter()
+    source, head_note = model, "as trained"
+    if precision == "int8" and config.int8_head == "refit":
+        if record.root.exists():
+            source = refit_head_for_int8(model, record, calibration, reporter)
+            head_note = "re-fitted on the int8 backbone's features"
+        else:
+            reporter.warn(f"{record.root} is gone: int8 keeps the float-trained head")
+    data = add_metadata(to_tflite(source, precision, calibration, config.io_type), info)
+    target = out.model(precision)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    backend = LiteRTBackend(data, target, Normalization(info.mean, info.std), config.threads)
+    variant = {
+        "name": precision,
+        "file": str(target),
+        "bytes": len(data),
+        "head": head_note,
+        "convert_seconds": round(time.perf_counter() - started, 2),
+    }
+    return variant, backend
+
+
+def _calibration(
+    config: ExportConfig, record: RunRecord, reporter: Reporter
+) -> tuple[list[np.ndarray], dict[str, str]]:
+    """Decoded calibration images for int8 (none when int8 is not asked for), and the skipped."""
+    images: list[np.ndarray] = []
+    skipped: dict[str, str] = {}
+    if "tflite" in config.formats and "int8" in config.quantize:
+        paths = calibration_paths(record, config.calibration_images)
+        for batch in decoded_batches(paths, record.input_size, 32, record.background):
+            images.extend(batch.images)
+            skipped.update({str(paths[i]): why for i, why in batch.errors.items()})
+        if skipped:
+            reporter.warn(f"skipped {len(skipped)} calibration image(s) that failed to decode")
+    return images, skipped
+
+
+def calibration_paths(record: RunRecord, n: int, seed: int = 0) -> list[Path]:
+    """``n`` training images drawn stratified: classes in turn, each class shuffled (seeded).
+
+    Example
+    -------
+    >>> len(calibration_paths(RunDir("runs/demo").load(), 200))  # doctest: +SKIP
+    200
+    """
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[Path]] = {}
+    for path, label in record.splits.get("train", []):
+        by_class.setdefault(label, []).append(path)
+    queues = [
+        list(np.array(paths, dtype=object)[rng.permutation(len(paths))])
+        for _, paths in sorted(by_class.items())
+    ]
+    out: list[Path] = []
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
