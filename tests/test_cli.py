@@ -163,9 +163,10 @@ def test_evaluate_rejects_unknown_classes(capsys, trained_run, tmp_path):
     assert "zebra" in capsys.readouterr().err
 
 
-def test_train_cli_prints_accuracy_and_paths(capsys, tmp_path):
-    out = tmp_path / "run"
-    assert main(["--quiet", "train", str(SAMPLE / "train"), "--out", str(out), "--epochs", "5"]) == 0
+def test_train_cli_prints_accuracy_and_paths(capsys, tmp_path, color_folders):
+    out = tmp_path / "run"  # plumbing only: the small colour fixture at 64 px
+    args = ["--quiet", "train", str(color_folders), "--out", str(out), "--epochs", "5", "--input-size", "64"]
+    assert main(args) == 0
     printed = capsys.readouterr().out
     assert "val accuracy: " in printed and str(out / "model.keras") in printed
 

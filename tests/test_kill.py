@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-from .conftest import SAMPLE
-
 KILL_DURING_SAVE = """
 import os, signal, sys
 import keras
@@ -15,14 +13,12 @@ def save_then_die(self, path, *args, **kwargs):
 keras.Model.save = save_then_die
 import imgclf
 from imgclf.progress import Reporter
-imgclf.train(sys.argv[1], out=sys.argv[2], epochs=2, reporter=Reporter(quiet=True))
+imgclf.train(sys.argv[1], out=sys.argv[2], epochs=2, input_size=64, reporter=Reporter(quiet=True))
 """
 
 
-def test_sigkill_while_saving_leaves_no_model(tmp_path):
-    run = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-c", KILL_DURING_SAVE, str(SAMPLE / "train"), str(run)], timeout=600
-    )
+def test_sigkill_while_saving_leaves_no_model(tmp_path, color_folders):
+    run = tmp_path / "run"  # plumbing only: the small colour fixture at 64 px
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(color_folders), str(run)], timeout=600)
     assert proc.returncode == -9
     assert run.is_dir() and not (run / "model.keras").exists()

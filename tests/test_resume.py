@@ -122,13 +122,13 @@ def test_config_rerun_gives_the_same_split_and_metrics(trained_run, tmp_path):
     assert "differs" not in r.stderr
 
 
-def test_config_rerun_on_changed_data_warns(tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(SAMPLE / "train", data)
+def test_config_rerun_on_changed_data_warns(tmp_path, color_folders):
+    data = tmp_path / "data"  # plumbing only: the small colour fixture at 64 px
+    shutil.copytree(color_folders, data)
     first = tmp_path / "first"
-    assert main(["-q", "train", str(data), "--out", str(first), "--epochs", "3"]) == 0
-    extra = next((data / "bag").iterdir())
-    shutil.copy(extra, data / "bag" / "added.png")
+    assert main(["-q", "train", str(data), "--out", str(first), "--epochs", "3", "--input-size", "64"]) == 0
+    extra = next((data / "red").iterdir())
+    shutil.copy(extra, data / "red" / "added.png")
     r = subprocess.run(
         _cli("train", "--config", first / "config.json", "--out", tmp_path / "second"),
         capture_output=True,

@@ -92,12 +92,12 @@ def test_second_run_reuses_embeddings_and_reproduces(trained_run, tmp_path):
     )
 
 
-def test_corrupt_images_are_skipped_and_listed(sample_copy, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(sample_copy / "train", data)
-    (data / "bag" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    (data / "coat" / "empty.jpg").write_bytes(b"")
-    result = imgclf.train(data, out=str(tmp_path / "run"), epochs=3, reporter=Reporter(quiet=True))
+def test_corrupt_images_are_skipped_and_listed(color_folders, tmp_path):
+    data = tmp_path / "data"  # plumbing only: the small colour fixture at 64 px
+    shutil.copytree(color_folders, data)
+    (data / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (data / "green" / "empty.jpg").write_bytes(b"")
+    result = imgclf.train(data, out=str(tmp_path / "run"), epochs=3, input_size=64, reporter=Reporter(quiet=True))
     skipped = json.loads((result.run_dir / "config.json").read_text())["skipped_images"]
     assert sorted(s["path"].split("/")[-1] for s in skipped) == ["broken.png", "empty.jpg"]
     assert (result.run_dir / "model.keras").exists()

@@ -213,14 +213,14 @@ def evaluate(ctx: click.Context, **_: Any) -> None:
     from .api import evaluate as run_evaluate
 
     values = _values(ctx, EvaluateConfig)
-    evaluation, out = run_evaluate(values.pop("model"), values.pop("data"), **values)
+    evaluation = run_evaluate(values.pop("model"), values.pop("data"), **values)
     metrics = evaluation.metrics
     topk = next((k for k in metrics if k.startswith("top") and k.endswith("_accuracy")), None)
     extra = f", {topk.replace('_', ' ')}: {metrics[topk]:.3f}" if topk and metrics[topk] is not None else ""
     click.echo(f"accuracy: {metrics['accuracy']:.3f} ({metrics['n']} images{extra})")
     if metrics["skipped_images"]:
         click.echo(f"skipped {len(metrics['skipped_images'])} unreadable image(s)", err=True)
-    click.echo(f"results: {out}")
+    click.echo(f"results: {evaluation.out}")
 
 
 @cli.command()

@@ -64,14 +64,14 @@ def predict(model: str | Path, paths: list[str | Path], **options: Any) -> list[
     return clf.predict(files, top_k=config.top_k, batch_size=config.batch_size)
 
 
-def evaluate(model: str | Path, data: str | Path, **options: Any) -> tuple[Evaluation, Path]:
+def evaluate(model: str | Path, data: str | Path, **options: Any) -> Evaluation:
     """Metrics on a labelled folder, written with ``predictions.csv`` and the plots to ``out``
-    (default ``MODEL_DIR/eval-<data>``). Returns the evaluation and where it was written.
+    (default ``MODEL_DIR/eval-<data>``); the result says where (``.out``).
 
     Example
     -------
-    >>> evaluation, out = evaluate("runs/demo", "examples/fashion-mini")  # doctest: +SKIP
-    >>> evaluation.metrics["accuracy"], out  # doctest: +SKIP
+    >>> evaluation = evaluate("runs/demo", "examples/fashion-mini")  # doctest: +SKIP
+    >>> evaluation.metrics["accuracy"], evaluation.out  # doctest: +SKIP
     (0.83, PosixPath('runs/demo/eval-fashion-mini'))
     """
     from ..evaluation.outputs import write_evaluation
@@ -83,11 +83,11 @@ def evaluate(model: str | Path, data: str | Path, **options: Any) -> tuple[Evalu
     validate_options(config)
     clf = load(config.model, **config.load_options())
     evaluation = clf.evaluate(config.data, batch_size=config.batch_size)
-    out = Path(config.out) if config.out else clf.source.parent / f"eval-{Path(config.data).resolve().name}"
-    write_json(out / RunDir.METRICS, evaluation.metrics)
     e = evaluation
-    write_evaluation(out, e.paths, e.y_true, e.probs, e.classes, e.metrics["confusion_matrix"], e.root)
-    return evaluation, out
+    e.out = Path(config.out) if config.out else clf.source.parent / f"eval-{Path(config.data).resolve().name}"
+    write_json(e.out / RunDir.METRICS, e.metrics)
+    write_evaluation(e.out, e.paths, e.y_true, e.probs, e.classes, e.metrics["confusion_matrix"], e.root)
+    return e
 
 
 def benchmark(model: str | Path, **options: Any) -> dict[str, Any]:

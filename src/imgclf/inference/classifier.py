@@ -65,6 +65,7 @@ class Evaluation:
     probs: np.ndarray
     classes: list[str]
     root: Path  # the folder evaluated; paths are shown relative to it
+    out: Path | None = None  # where imgclf.evaluate wrote its files (None: nothing written)
 
 
 class Classifier:
