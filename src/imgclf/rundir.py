@@ -216,7 +216,6 @@ class RunRecord:
     def __init__(self, raw: dict[str, Any]):
         self.raw = raw
         self.options: dict[str, Any] = upgrade_options(dict(raw["options"]))
-        self.status: str = raw.get("status", "")
         self.backbone: str = str(raw["backbone"]["name"])
         self.input_size: int = int(raw["backbone"]["input_size"])
         background = self.options.get("background", WHITE)
@@ -227,10 +226,6 @@ class RunRecord:
             name: [(self.root / rel, self.classes.index(cls)) for rel, cls in rows]
             for name, rows in raw.get("splits", {}).items()
         }
-
-    @property
-    def fingerprint(self) -> str | None:
-        return (self.raw.get("dataset") or {}).get("fingerprint")
 
     def dataset(self) -> Dataset:
         """The dataset exactly as the run recorded it: classes and split lists."""
