@@ -18,7 +18,7 @@ from ..errors import DataError
 from ..evaluation.metrics import compute_metrics
 from ..fileio import atomic_path, write_json, write_text
 from ..progress import Reporter
-from ..rundir import RunDir, make_record
+from ..rundir import RunDir, RunRecord, make_record
 from ..training.config import TrainConfig
 
 
@@ -125,8 +125,6 @@ def run_training(
 
 def _dataset(config: TrainConfig, resumed: dict[str, Any] | None, run: RunDir, reporter: Reporter):
     """The split a resumed run recorded, or a new checked split (with the doctor's report)."""
-    from ..rundir import RunRecord
-
     if resumed and resumed.get("splits"):
         reporter.info(f"resuming {run.path} with the split it recorded")
         return RunRecord(resumed).dataset(), None, None
