@@ -47,6 +47,8 @@ def test_a_failing_conversion_falls_back_to_tensorflow_with_a_warning(lite0_feat
 
 
 def test_engine_can_be_forced_and_nothing_converts_when_all_is_cached(color_folders, tmp_path, monkeypatch):
+    # A cache of its own: other tests train on the same colour images at this size.
+    monkeypatch.setenv("IMGCLF_CACHE", str(tmp_path / "own-cache"))
     r = imgclf.train(
         color_folders, out=str(tmp_path / "a"), input_size=SIZE, epochs=3, reporter=Reporter(quiet=True)
     )
