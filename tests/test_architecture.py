@@ -11,6 +11,8 @@ import pytest
 
 from imgclf.cli import main
 
+from .conftest import SAMPLE
+
 IMPORT_EVERYTHING = """
 import importlib, json, os, pkgutil, sys
 import matplotlib
@@ -109,3 +111,16 @@ def test_a_config_written_before_the_backbone_rename_still_reads(tmp_path, capsy
     config, record = TrainConfig.from_file(old)
     assert (config.backbone, config.epochs) == ("mobilenet_v2", 7)
     assert record["options"]["backbone"] == "mobilenet_v2"
+
+
+def test_operations_take_a_config_object_or_keywords(tmp_path):
+    import imgclf
+
+    by_keywords = imgclf.check(str(SAMPLE), threshold=0.9)
+    by_config = imgclf.check(config=imgclf.CheckConfig(data=str(SAMPLE), threshold=0.9))
+    assert isinstance(by_config, imgclf.CheckResult)
+    assert by_config.report.to_dict() | {"seconds": 0} == by_keywords.report.to_dict() | {"seconds": 0}
+    with pytest.raises(imgclf.UsageError, match="--threshold 0: must be a fraction in \\(0, 1\\]"):
+        imgclf.check(config=imgclf.CheckConfig(data=str(SAMPLE)), threshold=0)
+    with pytest.raises(imgclf.UsageError, match="--quantize int4: unknown"):
+        imgclf.export(config=imgclf.ExportConfig(run=str(tmp_path)), quantize="int4")

@@ -30,8 +30,10 @@ _LAZY = {
     **{
         name: ".api"
         for name in (
+            "BenchmarkConfig",
             "CheckConfig",
             "CheckResult",
+            "EvaluateConfig",
             "ExportResult",
             "TrainResult",
             "benchmark",
@@ -41,6 +43,7 @@ _LAZY = {
             "label_issues",
             "models",
             "predict",
+            "PredictConfig",
             "report",
             "train",
         )
@@ -52,6 +55,10 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'imgclf' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
 
 
 __all__ = ["DataError", "ImgclfError", "ModelError", "UsageError", "WeightsError", *sorted(_LAZY)]

@@ -38,4 +38,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'imgclf.api' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return __all__
+
+
 __all__ = sorted(_WHERE)

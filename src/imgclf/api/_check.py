@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
 from ..options import fraction, option, validate_options
 from ..rundir import RunDir
+from ._config import config_from as _config
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,9 +59,16 @@ class CheckResult:
         return self.report.exit_code
 
 
-def check(data: str | Path, *, reporter: Reporter | None = None, **options) -> CheckResult:
+def check(
+    data: str | Path | None = None,
+    *,
+    config: CheckConfig | None = None,
+    reporter: Reporter | None = None,
+    **options: Any,
+) -> CheckResult:
     """Look at every file of a data folder once and report statistics and problems; with
     ``near_duplicates`` or ``label_issues``, also compare backbone embeddings (cached).
+    Takes ``CheckConfig``'s fields as keywords, or a ``CheckConfig``.
 
     Example
     -------
@@ -76,7 +84,7 @@ def check(data: str | Path, *, reporter: Reporter | None = None, **options) -> C
     from ..embeddings.embed import embed_images
     from ..progress import Reporter
 
-    config = CheckConfig(data=str(data), **options).validate()
+    config = _config(CheckConfig, config, {"data": data and str(data)}, options).validate()
     report = check_dataset(config.data)
     result = CheckResult(report)
     if (config.near_duplicates or config.label_issues) and report.exit_code < 2:

@@ -11,6 +11,7 @@ from ..errors import UsageError
 from ..exports.config import ExportConfig
 from ..progress import Reporter
 from ..rundir import ExportDir, RunDir
+from ._config import config_from as _config
 
 
 @dataclass
@@ -26,9 +27,16 @@ class ExportResult:
         return self.report["warnings"]
 
 
-def export(run: str | Path, *, reporter: Reporter | None = None, **options: Any) -> ExportResult:
+def export(
+    run: str | Path | None = None,
+    *,
+    config: ExportConfig | None = None,
+    reporter: Reporter | None = None,
+    **options: Any,
+) -> ExportResult:
     """Export a run: ``.tflite`` in the asked precisions (labels and normalization inside)
     and/or a SavedModel, with the parity report; the run's ``report.html`` gains the table.
+    Takes ``ExportConfig``'s fields as keywords, or an ``ExportConfig``.
 
     Example
     -------
@@ -38,7 +46,7 @@ def export(run: str | Path, *, reporter: Reporter | None = None, **options: Any)
     """
     from ..exports.exporter import export_run
 
-    config = ExportConfig(run=str(run), **options).validate()
+    config = _config(ExportConfig, config, {"run": run and str(run)}, options).validate()
     parity = export_run(config, reporter)
     run_dir = RunDir(config.run)
     out = ExportDir(config.out) if config.out else run_dir.export

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UsageError
 from ..inference.load_options import LoadOptions
 from ..options import option, validate_options, whole
+from ._config import config_from as _config
 
 if TYPE_CHECKING:
     from ..inference.classifier import Evaluation
@@ -44,9 +45,15 @@ class BenchmarkConfig(LoadOptions):
     batch: int = option(1, "Images per call.", rule=whole(1))
 
 
-def predict(model: str | Path, paths: list[str | Path], **options: Any) -> list[dict[str, Any]]:
+def predict(
+    model: str | Path | None = None,
+    paths: list[str | Path] | None = None,
+    *,
+    config: PredictConfig | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
     """Top-k labels for image files or folders of images (expanded, sorted), in input order;
-    unreadable files get an ``"error"`` instead of predictions.
+    unreadable files get an ``"error"`` instead of predictions. Keywords or a ``PredictConfig``.
 
     Example
     -------
@@ -55,7 +62,8 @@ def predict(model: str | Path, paths: list[str | Path], **options: Any) -> list[
     """
     from ..inference.classifier import expand_inputs, load
 
-    config = PredictConfig(model=str(model), paths=[str(p) for p in paths], **options)
+    positional = {"model": model and str(model), "paths": paths and [str(p) for p in paths]}
+    config = _config(PredictConfig, config, positional, options)
     validate_options(config)
     files = expand_inputs(config.paths)
     if not files:
@@ -64,9 +72,16 @@ def predict(model: str | Path, paths: list[str | Path], **options: Any) -> list[
     return clf.predict(files, top_k=config.top_k, batch_size=config.batch_size)
 
 
-def evaluate(model: str | Path, data: str | Path, **options: Any) -> Evaluation:
+def evaluate(
+    model: str | Path | None = None,
+    data: str | Path | None = None,
+    *,
+    config: EvaluateConfig | None = None,
+    **options: Any,
+) -> Evaluation:
     """Metrics on a labelled folder, written with ``predictions.csv`` and the plots to ``out``
-    (default ``MODEL_DIR/eval-<data>``); the result says where (``.out``).
+    (default ``MODEL_DIR/eval-<data>``); the result says where (``.out``). Keywords or an
+    ``EvaluateConfig``.
 
     Example
     -------
@@ -79,7 +94,7 @@ def evaluate(model: str | Path, data: str | Path, **options: Any) -> Evaluation:
     from ..inference.classifier import load
     from ..rundir import RunDir
 
-    config = EvaluateConfig(model=str(model), data=str(data), **options)
+    config = _config(EvaluateConfig, config, {"model": model and str(model), "data": data and str(data)}, options)
     validate_options(config)
     clf = load(config.model, **config.load_options())
     evaluation = clf.evaluate(config.data, batch_size=config.batch_size)
@@ -90,8 +105,9 @@ def evaluate(model: str | Path, data: str | Path, **options: Any) -> Evaluation:
     return e
 
 
-def benchmark(model: str | Path, **options: Any) -> dict[str, Any]:
+def benchmark(model: str | Path | None = None, *, config: BenchmarkConfig | None = None, **options: Any) -> dict[str, Any]:
     """Latency (p50/p90) and throughput of a model on random images (decoding excluded).
+    Keywords or a ``BenchmarkConfig``.
 
     Example
     -------
@@ -101,6 +117,6 @@ def benchmark(model: str | Path, **options: Any) -> dict[str, Any]:
     from ..inference.benchmark import benchmark as run_benchmark
     from ..inference.classifier import load
 
-    config = BenchmarkConfig(model=str(model), **options)
+    config = _config(BenchmarkConfig, config, {"model": model and str(model)}, options)
     validate_options(config)
     return run_benchmark(load(config.model, **config.load_options()), runs=config.runs, batch=config.batch)

@@ -1,0 +1,28 @@
+"""An operation's config from a config object, keywords, or a config object and keywords."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from ..errors import UsageError
+
+C = TypeVar("C")
+
+
+def config_from(cls: type[C], config: C | None, positional: dict[str, Any], options: dict[str, Any]) -> C:
+    """``cls(**positional, **options)``, or ``config`` with them overriding it; a positional
+    argument left as None is not given.
+
+    Example
+    -------
+    >>> from imgclf.exports.config import ExportConfig
+    >>> config_from(ExportConfig, ExportConfig(run="runs/a"), {"run": None}, {"quantize": "int8"}).quantize
+    ['int8']
+    """
+    given = {**options, **{k: v for k, v in positional.items() if v is not None}}
+    if config is None:
+        return cls(**given)
+    if not isinstance(config, cls):
+        raise UsageError(f"config: expected a {cls.__name__}, got {type(config).__name__}")
+    return dataclasses.replace(config, **given)
