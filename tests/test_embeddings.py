@@ -71,3 +71,18 @@ def test_duplicate_files_go_through_the_backbone_once(tmp_path):
     res = compute_embeddings([a, b], embed, None, "k", 16)
     assert embed.seen == 1 and res.ok.all()
     np.testing.assert_array_equal(res.vectors[0], res.vectors[1])
+
+
+def test_a_file_rewritten_after_hashing_never_poisons_the_cache(tmp_path):
+    from imgclf.fileio import content_digest, digest_files
+
+    path = make_image(tmp_path / "a.png", COLORS["red"], seed=1)
+    digested = digest_files([path])  # the doctor's read
+    red_digest = content_digest(path)
+    make_image(path, COLORS["blue"], seed=2)  # rewritten before the embedding pass reads it
+    cache = EmbeddingCache(tmp_path / "emb.sqlite")
+    res = compute_embeddings([path], CountingEmbedder(), cache, "k", 16, digested=digested)
+    assert red_digest not in cache.get_many("k", [red_digest])  # no blue pixels under red's hash
+    blue = cache.get_many("k", [content_digest(path)])
+    assert len(blue) == 1 and blue[content_digest(path)][2] > blue[content_digest(path)][0]
+    assert not res.ok.any() and "changed while imgclf was reading it" in res.errors[str(path)]

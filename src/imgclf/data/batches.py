@@ -8,10 +8,11 @@ many images there are.
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +30,38 @@ class Batch:
     images: np.ndarray  # (len(indices), size, size, 3) uint8
     errors: dict[int, str]  # input index -> reason
     size: int  # how many inputs this batch covered (decoded + failed)
+    digests: dict[int, str] = field(default_factory=dict)  # with ``digest=True``: SHA-256 of the bytes decoded
 
 
 Source = Path | np.ndarray
+# A file read whole to be hashed and decoded from memory: far above any photo (a 100 MP
+# 16-bit PNG is ~600 MB raw but much less compressed), so only a hostile or mistaken file
+# meets it.
+MAX_FILE_BYTES = 512 << 20
+
+
+def _read_capped(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise DecodeError(f"file too large (over {MAX_FILE_BYTES >> 20} MB)")
+    return data
 
 
 def _decode(
-    source: Source, size: int, background: tuple[int, int, int]
-) -> tuple[np.ndarray | None, str | None]:
+    source: Source, size: int, background: tuple[int, int, int], digest: bool = False
+) -> tuple[np.ndarray | None, str | None, str | None]:
     try:
-        return decode_image(source, size, background), None
+        if digest and not isinstance(source, np.ndarray):
+            # Hash the very bytes that are decoded: a file rewritten between two reads must
+            # never have its new pixels stored under its old content's hash.
+            data = _read_capped(source)
+            return decode_image(data, size, background), None, hashlib.sha256(data).hexdigest()
+        return decode_image(source, size, background), None, None
     except DecodeError as exc:
-        return None, str(exc)
+        return None, str(exc), None
     except OSError as exc:
-        return None, f"cannot read: {exc.strerror or exc}"
+        return None, f"cannot read: {exc.strerror or exc}", None
 
 
 def decoded_batches(
@@ -52,9 +71,11 @@ def decoded_batches(
     background: tuple[int, int, int] = WHITE,
     workers: int | None = None,
     ahead: int = 3,
+    digest: bool = False,
 ) -> Iterator[Batch]:
     """Yield ``Batch``es of decoded, resized images (files or uint8 arrays) in input order;
-    failures are reported, not raised.
+    failures are reported, not raised. ``digest=True`` also gives the SHA-256 of each file
+    as it was decoded (``Batch.digests``).
 
     Example
     -------
@@ -68,17 +89,18 @@ def decoded_batches(
 
         def refill() -> None:
             while len(pending) < ahead and (chunk := next(chunks, None)) is not None:
-                pending.append((chunk, [pool.submit(_decode, sources[i], size, background) for i in chunk]))
+                pending.append((chunk, [pool.submit(_decode, sources[i], size, background, digest) for i in chunk]))
 
         refill()
         while pending:
             chunk, futures = pending.popleft()
             refill()
             results = [f.result() for f in futures]
-            good = [(i, arr) for i, (arr, _) in zip(chunk, results) if arr is not None]
-            errors = {i: err for i, (_, err) in zip(chunk, results) if err is not None}
+            good = [(i, arr) for i, (arr, _, _) in zip(chunk, results) if arr is not None]
+            errors = {i: err for i, (_, err, _) in zip(chunk, results) if err is not None}
+            digests = {i: d for i, (_, _, d) in zip(chunk, results) if d is not None}
             images = np.stack([a for _, a in good]) if good else np.zeros((0, size, size, 3), np.uint8)
-            yield Batch([i for i, _ in good], images, errors, len(chunk))
+            yield Batch([i for i, _ in good], images, errors, len(chunk), digests)
 
 
 def run_batches(

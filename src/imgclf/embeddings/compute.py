@@ -81,11 +81,16 @@ def compute_embeddings(
     items = list(todo.items())
     failed_digests: dict[str, str] = {}
     computed = 0
-    for batch in decoded_batches([p for _, p in items], size, batch_size, background, workers):
+    for batch in decoded_batches([p for _, p in items], size, batch_size, background, workers, digest=True):
         failed_digests.update({items[i][0]: err for i, err in batch.errors.items()})
         if batch.indices:
             vecs = np.asarray(embed_batch(batch.images), dtype=np.float32)
-            new = {items[i][0]: v for i, v in zip(batch.indices, vecs)}
+            new: dict[str, np.ndarray] = {}
+            for i, vec in zip(batch.indices, vecs):
+                expected = items[i][0]
+                new[batch.digests[i]] = vec  # under the hash of the bytes that were decoded
+                if batch.digests[i] != expected:
+                    failed_digests[expected] = "changed while imgclf was reading it; run again"
             known.update(new)
             computed += len(new)
             if cache:
