@@ -3,6 +3,7 @@
 import shutil
 
 import numpy as np
+import pytest
 
 from imgclf.embeddings.cache import EmbeddingCache
 from imgclf.embeddings.compute import compute_embeddings
@@ -86,3 +87,50 @@ def test_a_file_rewritten_after_hashing_never_poisons_the_cache(tmp_path):
     blue = cache.get_many("k", [content_digest(path)])
     assert len(blue) == 1 and blue[content_digest(path)][2] > blue[content_digest(path)][0]
     assert not res.ok.any() and "changed while imgclf was reading it" in res.errors[str(path)]
+
+
+def _bad_cache(kind: str, path):
+    if kind == "garbage":
+        path.write_bytes(b"this is not a database" * 100)
+    elif kind == "truncated":
+        good = EmbeddingCache(path)
+        good.put_many("k", {f"{i:064x}": np.ones(1280, np.float32) for i in range(400)})
+        good.close()
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+        for side in ("-wal", "-shm"):
+            path.with_name(path.name + side).unlink(missing_ok=True)
+    else:  # unopenable: a folder where the file should be
+        path.mkdir()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "unopenable"])
+def test_a_broken_cache_file_costs_a_warning_not_the_run(tmp_path, color_folders, kind):
+    from imgclf.embeddings.cache import open_cache
+
+    db = tmp_path / "embeddings.sqlite"
+    _bad_cache(kind, db)
+    warnings: list[str] = []
+    paths = sorted(color_folders.rglob("*.png"))
+    cache = open_cache(db, warnings.append)
+    res = compute_embeddings(paths, CountingEmbedder(), cache, "k", 16)
+    assert res.ok.all() and res.computed == len(paths)
+    assert warnings and str(db) in warnings[0]
+    if kind != "unopenable":  # the corrupt file was moved aside and a fresh cache now works
+        assert list(tmp_path.glob("embeddings.sqlite.corrupt-*"))
+        again = open_cache(db, warnings.append)
+        assert len(again.get_many("k", [])) == 0
+        again.put_many("k", {"ab": np.ones(3, np.float32)})
+        assert "ab" in again.get_many("k", ["ab"])
+
+
+def test_an_unwritable_cache_folder_trains_without_a_cache(tmp_path, monkeypatch):
+    from imgclf.paths import cache_dir, cache_problem
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("IMGCLF_CACHE", str(blocker / "cache"))  # cannot be created under a file
+    folder = cache_dir()
+    assert folder.is_dir() and not str(folder).startswith(str(blocker))
+    assert str(blocker / "cache") in cache_problem() and "IMGCLF_CACHE" in cache_problem()
+    monkeypatch.setenv("IMGCLF_CACHE", str(tmp_path / "fine"))
+    assert cache_dir() == tmp_path / "fine" and cache_problem() is None

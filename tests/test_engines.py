@@ -1,6 +1,9 @@
 """The embedding pass on LiteRT: same embeddings as TensorFlow, converted once, TensorFlow fallback."""
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,3 +72,35 @@ def test_engine_can_be_forced_and_nothing_converts_when_all_is_cached(color_fold
     assert saved["embedding_engine"] == "tensorflow"
     # Same images, other engine: the same predictions.
     assert forced.metrics["val"]["accuracy"] == r.metrics["val"]["accuracy"]
+
+
+def test_a_corrupt_embedding_cache_costs_a_warning_not_the_training(color_folders, tmp_path, monkeypatch):
+    shared = Path(os.environ["IMGCLF_CACHE"])
+    own = tmp_path / "own-cache"
+    own.mkdir()
+    if (shared / "weights").is_dir():  # the converted weights: not what this test is about
+        shutil.copytree(shared / "weights", own / "weights")
+    (own / "embeddings.sqlite").write_bytes(b"not a database\n" * 200)
+    monkeypatch.setenv("IMGCLF_CACHE", str(own))
+    reporter = Reporter(quiet=True)
+    warnings: list[str] = []
+    reporter.warn = warnings.append
+    r = imgclf.train(color_folders, out=str(tmp_path / "run"), input_size=SIZE, epochs=3, reporter=reporter)
+    assert (tmp_path / "run" / "model.keras").is_file(), r.metrics
+    assert any("was corrupt" in w for w in warnings) and list(own.glob("embeddings.sqlite.corrupt-*"))
+
+
+def test_damaged_cached_weights_and_engines_are_rebuilt_not_fatal(lite0_features, isolated_cache):
+    b = backbones.get("efficientnet_lite0")
+    cached = list((isolated_cache / "weights").glob("*.weights.h5"))
+    assert cached  # lite0_features converted the weights into this session's cache
+    for damaged in cached:
+        damaged.write_bytes(b"")  # what a power cut can leave behind a rename
+    rebuilt = b.build(SIZE)
+    for got, want in zip(rebuilt.get_weights(), lite0_features.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    engines.litert_extractor(lite0_features, "test-key-3")
+    engines._engine_file("test-key-3").write_bytes(b"\0" * 100)
+    embed = engines.litert_extractor(lite0_features, "test-key-3")
+    x = np.random.default_rng(1).integers(0, 256, (2, SIZE, SIZE, 3)).astype(np.uint8)
+    np.testing.assert_allclose(embed(x), lite0_features.predict_on_batch(x), atol=1e-4)

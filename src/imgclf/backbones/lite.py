@@ -70,11 +70,14 @@ def _builder(name: str) -> Callable[[int, str], Any]:
         # not depend on the input size (all convolutions), so one file serves every size.
         cached = cache_dir() / "weights" / f"{name}-{content_digest(source)[:16]}.weights.h5"
         if cached.exists():
-            load_weights_file(model, cached, name)
-        else:
-            _port_into(model, name, source)
-            with atomic_path(cached) as tmp:
-                model.save_weights(tmp)
+            try:
+                load_weights_file(model, cached, name)
+                return model
+            except WeightsError:  # a damaged cache entry (a power cut, a full disk) is rebuilt
+                cached.unlink(missing_ok=True)
+        _port_into(model, name, source)
+        with atomic_path(cached) as tmp:
+            model.save_weights(tmp)
         return model
 
     return build

@@ -16,7 +16,7 @@ import numpy as np
 from ..data.batches import decoded_batches
 from ..data.color import WHITE
 from ..fileio import digest_files
-from .cache import EmbeddingCache
+from .cache import EmbeddingCache, SafeCache
 
 
 @dataclass
@@ -37,7 +37,7 @@ class EmbeddingResult:
 def compute_embeddings(
     paths: Sequence[Path],
     embed_batch: Callable[[np.ndarray], np.ndarray],
-    cache: EmbeddingCache | None,
+    cache: EmbeddingCache | SafeCache | None,
     key: str,
     size: int,
     *,

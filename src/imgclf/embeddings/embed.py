@@ -7,9 +7,9 @@ from typing import Any
 
 from .. import backbones
 from ..data.decode import DECODE_VERSION
-from ..paths import cache_dir
+from ..paths import cache_dir, cache_problem
 from ..progress import Reporter
-from .cache import EmbeddingCache
+from .cache import open_cache
 from .compute import EmbeddingResult, compute_embeddings
 from .engines import embedding_function
 
@@ -47,8 +47,10 @@ def embed_images(
     >>> result, _ = embed_images(paths, backbones.get("efficientnet_lite0"), 224, (255, 255, 255), Reporter())  # doctest: +SKIP
     """
     features = backbones.feature_extractor(backbone.build(size, weights), backbone.preprocessing(), size)
+    if problem := cache_problem():
+        reporter.warn(problem)
     # Random weights (--weights none) give embeddings worth nothing to anyone else: not cached.
-    cache = EmbeddingCache(cache_dir() / "embeddings.sqlite") if weights != backbones.RANDOM else None
+    cache = open_cache(cache_dir() / "embeddings.sqlite", reporter.warn) if weights != backbones.RANDOM else None
     try:
         with reporter.bar(f"embedding ({backbone.name})", len(paths)) as advance:
             key = embedding_key(backbone, size, background, weights)

@@ -47,13 +47,19 @@ def litert_extractor(features: Any, key: str, threads: int | None = None) -> Emb
     (32, 1280)
     """
     path = _engine_file(key)
-    if not path.exists():
+    threads = threads or os.cpu_count() or 1
+    try:
+        model = LiteRTModel(path, threads=threads) if path.exists() else None
+    except ValueError:  # a damaged file (a power cut, a full disk): converted again
+        path.unlink(missing_ok=True)
+        model = None
+    if model is None:
         converter = tflite_converter(features, batch=1)
         with captured_fds():
             model_bytes = converter.convert()
         with atomic_path(path) as tmp:
             Path(tmp).write_bytes(model_bytes)
-    model = LiteRTModel(path, threads=threads or os.cpu_count() or 1)
+        model = LiteRTModel(path, threads=threads)
     if model.input_shape[1:] != tuple(features.input_shape[1:]):
         raise ValueError(f"converted input shape {model.input_shape} != {features.input_shape}")
     return model
