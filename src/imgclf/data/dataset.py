@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..text import name_problem, shown
 from .decode import IMAGE_EXTENSIONS
 
 _VAL_ALIASES = ("val", "validation")
@@ -66,10 +67,21 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name.startswith("__")
 
 
-def find_images(folder: Path) -> list[Path]:
+def utf8_name(name: str) -> bool:
+    """Whether a name from the disk is valid UTF-8 (Python keeps other bytes as surrogates,
+    which no JSON or UTF-8 writer accepts). Example: ``utf8_name("cat.jpg")`` -> True."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def find_images(folder: Path, skipped: list[Path] | None = None) -> list[Path]:
     """All image files below ``folder`` (recursive, sorted; hidden files and folders skipped).
 
-    Symlinked folders are not followed, so a symlink loop cannot hang discovery.
+    Symlinked folders are not followed, so a symlink loop cannot hang discovery. Files whose
+    path is not valid UTF-8 are left out (and added to ``skipped`` when given).
 
     Example
     -------
@@ -81,7 +93,11 @@ def find_images(folder: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         for name in filenames:
             if not _is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(Path(dirpath) / name)
+                path = Path(dirpath) / name
+                if utf8_name(str(path)):
+                    found.append(path)
+                elif skipped is not None:
+                    skipped.append(path)
     return sorted(found)
 
 
@@ -90,7 +106,17 @@ def _subfolders(folder: Path) -> list[str]:
 
 
 def _read_classes(folder: Path, warnings: list[str]) -> dict[str, list[Path]]:
-    images = {name: find_images(folder / name) for name in _subfolders(folder)}
+    images = {}
+    for name in _subfolders(folder):
+        if problem := name_problem(name):
+            raise DataError(f"class folder {shown(folder / name)}: cannot be a class name ({problem}); rename it")
+        skipped: list[Path] = []
+        images[name] = find_images(folder / name, skipped)
+        if skipped:
+            warnings.append(
+                f"skipped {len(skipped)} file(s) in {folder / name} whose names are not valid UTF-8 "
+                f"(e.g. {shown(skipped[0].name)}); rename them to use them"
+            )
     for name in [n for n, files in images.items() if not files]:
         warnings.append(f"class folder {folder / name} has no images; ignored")
         del images[name]

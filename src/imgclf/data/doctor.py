@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import content_digest, default_workers
-from .dataset import _is_hidden, _subfolders, resolve_layout
+from ..text import name_problem, shown
+from .dataset import _is_hidden, _subfolders, resolve_layout, utf8_name
 from .decode import IMAGE_EXTENSIONS, DecodeError, ImageInfo, inspect_image
 
 MIN_SIDE = 32
@@ -97,13 +98,15 @@ def _walk(folder: Path, split: str, label: str, ignored: list[dict[str, str]]) -
                 dirnames.remove(d)
             elif full.is_symlink():
                 ignored.append(
-                    {"path": str(full), "reason": "symlinked folder (not followed, to avoid loops)"}
+                    {"path": shown(full), "reason": "symlinked folder (not followed, to avoid loops)"}
                 )
         dirnames.sort()
         for name in sorted(filenames):
             full = Path(dirpath) / name
             if _is_hidden(name) or name.lower() in SYSTEM_FILES:
-                ignored.append({"path": str(full), "reason": "hidden or system file"})
+                ignored.append({"path": shown(full), "reason": "hidden or system file"})
+            elif not utf8_name(str(full)):
+                ignored.append({"path": shown(full), "reason": "name is not valid UTF-8: rename it to use it"})
             else:
                 records.append(FileRecord(full, split, label))
     return records
@@ -147,7 +150,8 @@ def check_dataset(root: str | Path, workers: int | None = None) -> CheckReport:
         raise DataError(f"{root}: no such folder; pass the folder that holds one subfolder per class")
     layout, folders = resolve_layout(root)
     ignored: list[dict[str, str]] = []
-    records, classes = _collect(layout, folders, ignored)
+    bad_names: list[Problem] = []
+    records, classes = _collect(layout, folders, ignored, bad_names)
     with ThreadPoolExecutor(workers or default_workers()) as pool:
         records = list(pool.map(_inspect, records))
     usable = [r for r in records if r.error is None]
@@ -156,6 +160,7 @@ def check_dataset(root: str | Path, workers: int | None = None) -> CheckReport:
         counts[r.split][r.label] += 1
     per_class = counts["train" if layout == "presplit" else "all"]
     problems = [
+        *bad_names,
         *_unreadable([r for r in records if r.error]),
         *_odd_shapes(usable),
         *_duplicates(usable),
@@ -180,20 +185,25 @@ def check_dataset(root: str | Path, workers: int | None = None) -> CheckReport:
 
 
 def _collect(
-    layout: str, folders: dict[str, Path], ignored: list[dict[str, str]]
+    layout: str, folders: dict[str, Path], ignored: list[dict[str, str]], bad_names: list[Problem]
 ) -> tuple[list[FileRecord], list[str]]:
-    """Every file below the class folders (not yet inspected), and the class names."""
+    """Every file below the class folders (not yet inspected), and the class names; folders
+    whose names cannot be class names are not walked but added to ``bad_names``."""
     records: list[FileRecord] = []
     class_names: set[str] = set()
     for split, folder in folders.items():
         names = _subfolders(folder)
-        class_names.update(names)
         for name in names:
+            if problem := name_problem(name):
+                message = f"class folder {shown(folder / name)} cannot be a class name ({problem}): rename it"
+                bad_names.append(Problem("bad_class_name", "fatal", message, [shown(folder / name)]))
+                continue
+            class_names.add(name)
             records.extend(_walk(folder / name, split, name, ignored))
         loose = [p for p in folder.iterdir() if p.is_file() and not _is_hidden(p.name)]
         for p in loose:
             if layout == "folders" or p.suffix.lower() in IMAGE_EXTENSIONS:
-                ignored.append({"path": str(p), "reason": "not inside a class folder"})
+                ignored.append({"path": shown(p), "reason": "not inside a class folder"})
     return records, sorted(class_names)
 
 
