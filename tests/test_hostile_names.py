@@ -48,3 +48,27 @@ def test_a_class_name_that_cannot_be_a_label_is_refused_naming_the_folder(color_
     assert code == 2 and "cannot be a class name" in err and "rename it" in err
     assert len(err.strip().splitlines()) == 1 and "\x1b" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_markup_and_terminal_escapes_in_names_are_printed_as_written(color_folders, capsys):
+    shutil.move(color_folders / "red", color_folders / "red[")  # images in red[/]: Rich markup that crashed `check`
+    shutil.move(color_folders / "green", color_folders / "[bold]green")  # markup that restyled the table
+    bad = color_folders / "red[" / "]" / "\x1b[2Jcleared.png"  # ANSI: clears the screen
+    bad.parent.mkdir()
+    bad.write_bytes(b"not an image")
+    code = main(["check", str(color_folders)])
+    out, err = capsys.readouterr()
+    assert code == 1, err  # a warning (an unreadable file), not a crash
+    assert "[bold]green" in out and "red[/]/\\x1b[2Jcleared.png" in out
+    assert "\x1b" not in out + err
+
+
+def test_warnings_and_errors_escape_control_characters(tmp_path, capsys):
+    from imgclf.progress import Reporter
+
+    Reporter().warn("file \x1b]0;pwned\x07 [red]x[/red]")
+    missing = tmp_path / "no\x1b[31mpe"
+    code = main(["--quiet", "check", str(missing)])
+    err = capsys.readouterr().err
+    assert code == 2 and "\x1b" not in err and "\x07" not in err
+    assert "[red]x[/red]" in err and "\\x1b[31m" in err

@@ -22,6 +22,7 @@ from .api import BenchmarkConfig, CheckConfig, EvaluateConfig, PredictConfig
 from .errors import ImgclfError
 from .exports.config import ExportConfig
 from .serving.config import ServeConfig
+from .text import shown
 from .training.config import TrainConfig
 
 _TYPES = {int: int, float: float, str: str, bool: bool}
@@ -106,6 +107,12 @@ def _reporter(ctx: click.Context):
     return Reporter(quiet=ctx.find_root().params.get("quiet", False))
 
 
+def _say(message: str, err: bool = False) -> None:
+    # Messages carry file and class names: their control characters are escaped, so a name
+    # cannot rewrite the terminal.
+    click.echo(shown(message, keep_newlines=True), err=err)
+
+
 def _console():
     from rich.console import Console
 
@@ -143,7 +150,7 @@ def check(ctx: click.Context, as_json: bool, max_paths: int, **_: Any) -> None:
 
         print_check(_console(), result.report, max_paths)
         for name, path in result.written.items():
-            click.echo(f"{name}: {path}")
+            _say(f"{name}: {path}")
     ctx.exit(result.exit_code)
 
 
@@ -155,9 +162,9 @@ def issues(ctx: click.Context, run: Path) -> None:
     from .api import label_issues
 
     result = label_issues(run, reporter=_reporter(ctx))
-    click.echo(f"{result.count} likely label issue(s)")
+    _say(f"{result.count} likely label issue(s)")
     for name, path in result.written.items():
-        click.echo(f"{name}: {path}")
+        _say(f"{name}: {path}")
 
 
 # --- train -------------------------------------------------------------------------------
@@ -188,16 +195,16 @@ def train(ctx: click.Context, config_file: Path | None, resume: Path | None, do_
         else:
             result = run_training(config, _reporter(ctx), reference=record)
     except KeyboardInterrupt:
-        click.echo(f"imgclf: interrupted; finished epochs are saved: imgclf train --resume {config.out}", err=True)
+        _say(f"imgclf: interrupted; finished epochs are saved: imgclf train --resume {config.out}", err=True)
         ctx.exit(130)
     m, run = result.metrics, result.run_dir
     for split in ("val", "test"):
         if split in m:
-            click.echo(f"{split} accuracy: {m[split]['accuracy']:.3f} ({m[split]['n']} images)")
+            _say(f"{split} accuracy: {m[split]['accuracy']:.3f} ({m[split]['n']} images)")
     from .rundir import RunDir
 
-    click.echo(f"run: {run}\nmodel: {run / RunDir.MODEL}")
-    click.echo(f"plots: {run / RunDir.CONFUSION}, {run / RunDir.GRID}\nreport: {run / RunDir.REPORT}")
+    _say(f"run: {run}\nmodel: {run / RunDir.MODEL}")
+    _say(f"plots: {run / RunDir.CONFUSION}, {run / RunDir.GRID}\nreport: {run / RunDir.REPORT}")
     if do_export:
         _export_and_print(ctx, {"run": str(run)})
 
@@ -217,10 +224,10 @@ def evaluate(ctx: click.Context, **_: Any) -> None:
     metrics = evaluation.metrics
     topk = next((k for k in metrics if k.startswith("top") and k.endswith("_accuracy")), None)
     extra = f", {topk.replace('_', ' ')}: {metrics[topk]:.3f}" if topk and metrics[topk] is not None else ""
-    click.echo(f"accuracy: {metrics['accuracy']:.3f} ({metrics['n']} images{extra})")
+    _say(f"accuracy: {metrics['accuracy']:.3f} ({metrics['n']} images{extra})")
     if metrics["skipped_images"]:
-        click.echo(f"skipped {len(metrics['skipped_images'])} unreadable image(s)", err=True)
-    click.echo(f"results: {evaluation.out}")
+        _say(f"skipped {len(metrics['skipped_images'])} unreadable image(s)", err=True)
+    _say(f"results: {evaluation.out}")
 
 
 @cli.command()
@@ -237,7 +244,7 @@ def predict(ctx: click.Context, fmt: str, **_: Any) -> None:
     print_predictions(_console(), results, values["top_k"], fmt)
     if any("error" in r for r in results):
         n = sum("error" in r for r in results)
-        click.echo(f"{n} of {len(results)} file(s) could not be read", err=True)
+        _say(f"{n} of {len(results)} file(s) could not be read", err=True)
 
 
 @cli.command()
@@ -249,7 +256,7 @@ def benchmark(ctx: click.Context, **_: Any) -> None:
 
     values = _values(ctx, BenchmarkConfig)
     for key, value in run_benchmark(values.pop("model"), **values).items():
-        click.echo(f"{key}: {value}")
+        _say(f"{key}: {value}")
 
 
 # --- export / report -----------------------------------------------------------------------
@@ -268,8 +275,8 @@ def _export_and_print(ctx: click.Context, values: dict[str, Any]) -> None:
         table.add_row(*row)
     _console().print(table)
     for warning in result.warnings:
-        click.secho(f"WARNING: {warning}", fg="red", bold=True, err=True)
-    click.echo(f"exported to {result.out} (report: {result.out / 'report.md'})")
+        click.secho(f"WARNING: {shown(warning)}", fg="red", bold=True, err=True)
+    _say(f"exported to {result.out} (report: {result.out / 'report.md'})")
 
 
 @cli.command()
@@ -287,7 +294,7 @@ def report(run: Path) -> None:
     """(Re)build RUN/report.html: one self-contained page with the run's whole story."""
     from .api import report as build
 
-    click.echo(f"report: {build(run)}")
+    _say(f"report: {build(run)}")
 
 
 # --- serve / models --------------------------------------------------------------------------
@@ -319,7 +326,7 @@ def models(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'name':<20} {'params':>7} {'GFLOPs':>7} {'size':>5} {'feat':>5} {'offline':>7}  weights")
+    _say(f"{'name':<20} {'params':>7} {'GFLOPs':>7} {'size':>5} {'feat':>5} {'offline':>7}  weights")
     for r in rows:
         click.echo(
             f"{r['name']:<20} {r['params'] / 1e6:>6.2f}M {r['flops'] / 1e9:>7.2f} {r['input_size']:>5} "
@@ -352,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImgclfError as exc:
         if debug:
             raise
-        click.echo(f"imgclf: error: {exc}", err=True)
+        click.echo(f"imgclf: error: {shown(exc)}", err=True)
         return exc.exit_code
     return 0
 

@@ -9,6 +9,16 @@ from typing import Any
 
 import click
 
+from .text import shown
+
+
+def _cell(value: Any) -> str:
+    """A file or class name as Rich text: markup such as ``[/]`` and control characters in
+    names are shown as written, never interpreted."""
+    from rich.markup import escape
+
+    return escape(shown(value))
+
 
 def print_check(console: Any, report: Any, max_paths: int) -> None:
     """The doctor's report as a table of classes per split, image statistics and problems."""
@@ -18,10 +28,10 @@ def print_check(console: Any, report: Any, max_paths: int) -> None:
     table = Table(
         "class",
         *splits,
-        title=f"{report.root} ({report.layout}, {report.files_scanned} files, {report.seconds:.1f} s)",
+        title=f"{_cell(report.root)} ({report.layout}, {report.files_scanned} files, {report.seconds:.1f} s)",
     )
     for c in report.classes:
-        table.add_row(c, *(str(report.counts[s][c]) for s in splits))
+        table.add_row(_cell(c), *(str(report.counts[s][c]) for s in splits))
     console.print(table)
     stats = report.image_stats
     if stats.get("images"):
@@ -29,7 +39,7 @@ def print_check(console: Any, report: Any, max_paths: int) -> None:
         console.print(
             f"images: {stats['images']}; width {w['min']}..{w['max']} (median {w['median']:g}), "
             f"height {h['min']}..{h['max']} (median {h['median']:g}); modes {stats['modes']}; "
-            f"formats {stats['formats']}; EXIF-rotated {stats['exif_rotated']}"
+            f"formats {_cell(stats['formats'])}; EXIF-rotated {stats['exif_rotated']}"
         )
     if report.imbalance_ratio:
         note = (
@@ -46,15 +56,16 @@ def print_check(console: Any, report: Any, max_paths: int) -> None:
         console.print("[green]no problems found[/green]")
     for p in report.problems:
         colour = "red" if p.severity == "fatal" else "yellow"
-        console.print(f"[{colour}]{p.severity}[/{colour}] {p.kind}: {p.message}")
+        console.print(f"[{colour}]{p.severity}[/{colour}] {p.kind}: {_cell(p.message)}")
         for path in p.paths[:max_paths]:
-            console.print(f"    {path}")
+            console.print(f"    {_cell(path)}")
         if len(p.paths) > max_paths:
             console.print(f"    ... and {len(p.paths) - max_paths} more (--json lists all)")
 
 
 def print_predictions(console: Any, results: list[dict[str, Any]], top_k: int, fmt: str) -> None:
     """Predictions as a table, JSON or CSV (one row per label, and one per unreadable file)."""
+    results = [{**r, "path": shown(r["path"])} for r in results]  # JSON and CSV writers reject undecodable names
     if fmt == "json":
         click.echo(json.dumps(results, indent=2, ensure_ascii=False))
     elif fmt == "csv":
@@ -72,8 +83,8 @@ def print_predictions(console: Any, results: list[dict[str, Any]], top_k: int, f
 
         table = Table("path", *(f"#{i + 1}" for i in range(top_k)))
         for r in results:
-            cells = [f"{p['label']} {p['score']:.1%}" for p in r.get("predictions", [])]
+            cells = [f"{_cell(p['label'])} {p['score']:.1%}" for p in r.get("predictions", [])]
             if "error" in r:
-                cells = [f"[red]error: {r['error']}[/red]"]
-            table.add_row(r["path"], *cells)
+                cells = [f"[red]error: {_cell(r['error'])}[/red]"]
+            table.add_row(_cell(r["path"]), *cells)
         console.print(table)

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -14,6 +15,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
+
+from .text import shown
 
 console = Console(stderr=True, highlight=False)
 
@@ -31,13 +35,15 @@ class Reporter:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
 
+    # Messages carry file and class names: printed as plain text (never Rich markup) with
+    # control characters escaped, so a name cannot restyle or rewrite the terminal.
     def info(self, message: str) -> None:
         if not self.quiet:
-            console.print(message)
+            console.print(Text(shown(message, keep_newlines=True)))
 
     def warn(self, message: str) -> None:
         # Warnings are shown even when quiet: they are about the user's data.
-        console.print(f"[yellow]warning:[/yellow] {message}")
+        console.print(Text.assemble(("warning:", "yellow"), " ", shown(message, keep_newlines=True)))
 
     @contextlib.contextmanager
     def bar(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
@@ -53,5 +59,5 @@ class Reporter:
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task(description, total=total)
+            task = progress.add_task(escape(shown(description)), total=total)
             yield lambda n: progress.advance(task, n)

@@ -25,9 +25,10 @@ def _unsafe(ch: str) -> bool:
     return unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in _BIDI
 
 
-def shown(text: object) -> str:
+def shown(text: object, keep_newlines: bool = False) -> str:
     """``text`` with control characters, line separators, bidi overrides and undecodable
-    bytes written as backslash escapes: one line, printable, encodable as UTF-8.
+    bytes written as backslash escapes: one line (unless ``keep_newlines``), printable,
+    encodable as UTF-8.
 
     Example
     -------
@@ -39,7 +40,7 @@ def shown(text: object) -> str:
     text = str(text)
     if not any(_unsafe(ch) for ch in text):
         return text
-    return "".join(_escape(ch) if _unsafe(ch) else ch for ch in text)
+    return "".join(_escape(ch) if _unsafe(ch) and not (keep_newlines and ch == "\n") else ch for ch in text)
 
 
 def name_problem(name: str) -> str | None:
