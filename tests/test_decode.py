@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.data.decode import DecodeError, decode_image
+from imgclf.data.decode import IMAGE_FORMATS, DecodeError, decode_image, image_size
 
 from .conftest import png_header_only
 
@@ -174,3 +174,100 @@ def test_permission_denied_is_a_reason_not_a_crash(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "open", denied)
     with pytest.raises(DecodeError, match="cannot read: Permission denied"):
         decode_image(path)
+
+
+# --- the same pixels as before, at a fraction of the cost (issue 15) -------------------------
+
+
+def _reference_decode(img: Image.Image, size, background=(255, 255, 255)) -> np.ndarray:
+    """decode_image as it was before issue 15 (whole-image float64 for 16-bit grey, every mode
+    made RGB at full size, then resized): the outputs that cached embeddings were keyed on."""
+    img = img.copy()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, background + (255,))
+        canvas.alpha_composite(rgba)
+        img = canvas.convert("RGB")
+    else:
+        img = img.convert("RGB")
+    if size:
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _random_image(rng, mode: str, h: int, w: int) -> Image.Image:
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65536, (h, w), dtype=np.uint16))
+    if mode == "I":  # 32-bit: negative, within 0..255 and far above 65535 all occur
+        high = 256 if rng.random() < 0.5 else 300_000
+        return Image.fromarray(rng.integers(-1000, high, (h, w), dtype=np.int32), "I")
+    if mode == "F":
+        return Image.fromarray((rng.random((h, w), dtype=np.float32) * 400 - 50), "F")
+    if mode.startswith("P"):  # "P+t": palette with a transparent index
+        img = Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), "L").convert("P")
+        img.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tolist())
+        if mode == "P+t":
+            img.info["transparency"] = 3
+        return img
+    bands = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
+    arr = rng.integers(0, 256, (h, w, bands), dtype=np.uint8)
+    return Image.fromarray(arr[..., 0] if bands == 1 else arr, mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "P+t", "RGB", "RGBA", "I;16", "I", "F"])
+def test_every_mode_decodes_to_the_same_pixels_as_before(mode):
+    # DECODE_VERSION is part of every cached embedding's key: the compact 16-bit path and
+    # resizing grey before it becomes RGB must not change one pixel (or the version is bumped).
+    rng = np.random.default_rng(list(mode.encode()))
+    for h, w in [(1, 1), (3, 700), (301, 257), (600, 450), (224, 224)]:
+        img = _random_image(rng, mode, h, w)
+        for size in (None, 16, 224, 300):
+            expected = _reference_decode(img, size)
+            assert np.array_equal(_decode_pil(img, size), expected), (mode, h, w, size)
+
+
+def _decode_pil(img: Image.Image, size) -> np.ndarray:
+    """decode_image on ``img`` as a file would give it (PNG, or TIFF for 32-bit modes)."""
+    buf = io.BytesIO()
+    img.save(buf, "TIFF" if img.mode in ("I", "F") else "PNG")
+    with Image.open(io.BytesIO(buf.getvalue())) as check:
+        assert check.mode == img.mode and check.info.get("transparency") == img.info.get("transparency")
+    return decode_image(buf.getvalue(), size)
+
+
+def test_16bit_grey_is_decoded_in_compact_integers(tmp_path):
+    # 9400x9400 16-bit grey PNGs cost 2.4 GB through whole-image float64 arrays; now the
+    # temporaries are a band of rows. (tracemalloc sees numpy's buffers, not Pillow's.)
+    import tracemalloc
+
+    arr = np.zeros((3000, 2000), np.uint16)
+    arr[::7] = 60000
+    path = _save(Image.fromarray(arr), tmp_path / "g16.png")
+    tracemalloc.start()
+    try:
+        out = decode_image(path, size=224)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (224, 224, 3)
+    assert peak < arr.size / 2, f"{peak / 1e6:.1f} MB of numpy temporaries for a {arr.size / 1e6:.1f} MP image"
+
+
+def test_max_pixels_and_formats_are_checked_before_decoding(tmp_path):
+    png = _save(Image.new("RGB", (100, 50)), tmp_path / "a.png")
+    assert decode_image(png, max_pixels=5000).shape == (50, 100, 3)
+    with pytest.raises(DecodeError, match=r"too large \(100x50 pixels, limit 4999\)"):
+        decode_image(png, max_pixels=4999)
+    assert image_size(png.read_bytes(), formats=IMAGE_FORMATS) == (100, 50)
+    tiff = _save(Image.new("RGB", (4, 4)), tmp_path / "a.tiff")
+    assert decode_image(tiff).shape == (4, 4, 3)  # training reads what Pillow reads...
+    with pytest.raises(DecodeError, match=r"not an image in a format read here \(JPEG, PNG, BMP, GIF, WEBP\)"):
+        decode_image(tiff, formats=IMAGE_FORMATS)  # ...the server only the documented formats

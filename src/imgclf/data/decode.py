@@ -23,6 +23,9 @@ from .color import WHITE
 # Bump when decode_image's output changes: it is part of every cached embedding's key.
 DECODE_VERSION = "pillow-bilinear-v1"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+# The Pillow formats of those extensions: what ``imgclf serve`` opens (``formats=``), so bytes
+# from a client never reach Pillow's other, less exercised decoders (TIFF, PSD, EPS, ...).
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
 # Pillow's own bomb limit: larger images are refused before their pixels are decoded,
 # so a 40000x40000 PNG header costs nothing.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -32,26 +35,65 @@ class DecodeError(ValueError):
     """An image that cannot be used; the message says why in a few words."""
 
 
+# Pixels converted at a time (16/32-bit grey, transparency): ~1 MB of temporaries whatever the size.
+_STRIP_PIXELS = 1 << 18
+
+
+def _grey_to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grey (modes I;16*, I, F) as 8-bit "L"; other modes unchanged.
+
+    Pillow's convert("L") clips 16-bit values at 255 instead of scaling them, so the values
+    are computed here: ``round(v * 255 / 65535)`` (or ``v`` for "I" images that stay within
+    0..255), clipped to 0..255 -- exactly the values of that formula in float64, but in
+    integers and a band of rows at a time, so a large image costs its 8-bit copy and ~1 MB
+    rather than the ~30 bytes per pixel of whole-image float64 arrays.
+    """
+    if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") or not (img.width and img.height):
+        return img
+    scale = img.mode.startswith("I;16") or (img.mode == "I" and img.getextrema()[1] > 255)
+
+    def to_8bit(rows: np.ndarray) -> np.ndarray:
+        if not scale:
+            return np.clip(rows, 0, 255).astype(np.uint8)
+        # floor(v / 257 + 0.5) in integers; v / 257 is never exactly halfway, so no tie to break.
+        v = np.clip(rows, 0, 65535).astype(np.uint32)
+        v *= 2
+        v += 257
+        v //= 514
+        return v.astype(np.uint8)
+
+    out = Image.new("L", img.size)
+    for top, rows in _bands(img):
+        out.paste(Image.fromarray(to_8bit(np.asarray(rows)), "L"), (0, top))
+    return out
+
+
+def _bands(img: Image.Image) -> Iterator[tuple[int, Image.Image]]:
+    """``(top, rows)`` bands of about ``_STRIP_PIXELS`` covering ``img`` (palette and info kept)."""
+    step = max(1, _STRIP_PIXELS // img.width)
+    for top in range(0, img.height, step):
+        yield top, img.crop((0, top, img.width, min(top + step, img.height)))
+
+
 def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grayscale: Pillow's convert("L") clips at 255 instead of scaling.
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
-        img = Image.fromarray(np.clip(arr * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), "L")
-    elif img.mode == "F":
-        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        # Composite, never drop alpha: pixels under transparent areas are arbitrary.
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, background + (255,))
-        canvas.alpha_composite(rgba)
-        return canvas.convert("RGB")
+    img = _grey_to_8bit(img)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        # Composite, never drop alpha: pixels under transparent areas are arbitrary. Band by
+        # band (compositing is per pixel: the same result), so a large image needs its RGB
+        # copy and not three more full-size RGBA ones.
+        out = Image.new("RGB", img.size)
+        for top, rows in _bands(img):
+            canvas = Image.new("RGBA", rows.size, background + (255,))
+            canvas.alpha_composite(rows.convert("RGBA"))
+            out.paste(canvas.convert("RGB"), (0, top))
+        return out
+    if img.mode == "RGB":
+        img.load()  # no copy to make, but the pixels are read while the file is still open
+        return img
     return img.convert("RGB")
 
 
-def _open(source: str | Path | bytes | np.ndarray) -> Image.Image:
+def _open(source: str | Path | bytes | np.ndarray, formats: tuple[str, ...] | None) -> Image.Image:
     if isinstance(source, np.ndarray):
         if (
             source.dtype != np.uint8
@@ -62,24 +104,32 @@ def _open(source: str | Path | bytes | np.ndarray) -> Image.Image:
                 f"array of shape {source.shape} and dtype {source.dtype}: expected uint8 HxW, HxWx3 or HxWx4"
             )
         return Image.fromarray(source[..., 0] if source.ndim == 3 and source.shape[2] == 1 else source)
-    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=formats)
 
 
 @contextlib.contextmanager
-def _opened(source: str | Path | bytes | np.ndarray) -> Iterator[Image.Image]:
+def _opened(
+    source: str | Path | bytes | np.ndarray,
+    max_pixels: int = MAX_PIXELS,
+    formats: tuple[str, ...] | None = None,
+) -> Iterator[Image.Image]:
     """Open an image, refusing bombs before decoding, and turn every failure into a ``DecodeError``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with _open(source) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise DecodeError(f"too large ({img.width}x{img.height} pixels, limit {MAX_PIXELS})")
+            with _open(source, formats) as img:
+                if img.width * img.height > min(max_pixels, MAX_PIXELS):
+                    raise DecodeError(
+                        f"too large ({img.width}x{img.height} pixels, limit {min(max_pixels, MAX_PIXELS)})"
+                    )
                 yield img
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError(f"too large (decompression bomb): {exc}") from None
     except UnidentifiedImageError:
+        if formats:
+            raise DecodeError(f"not an image in a format read here ({', '.join(formats)})") from None
         raise DecodeError("not an image Pillow can read") from None
     except PermissionError as exc:
         raise DecodeError(f"cannot read: {exc.strerror}") from None
@@ -88,31 +138,58 @@ def _opened(source: str | Path | bytes | np.ndarray) -> Iterator[Image.Image]:
 
 
 def decode_image(
-    source: str | Path | bytes | np.ndarray, size: int | None = None, background: tuple[int, int, int] = WHITE
+    source: str | Path | bytes | np.ndarray,
+    size: int | None = None,
+    background: tuple[int, int, int] = WHITE,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    formats: tuple[str, ...] | None = None,
 ) -> np.ndarray:
     """Decode an image (file, bytes or uint8 array) to ``(H, W, 3)`` uint8 RGB, optionally resized to ``size``.
 
     EXIF orientation is applied; every mode (palette, RGBA, LA, CMYK, 16-bit, grayscale) is
     converted to RGB, transparency composited onto ``background``; GIFs give their first
     frame. Resizing squashes to a square with bilinear filtering, as ``tf.image.resize``
-    and on-device image pipelines do. Raises ``DecodeError`` with a short reason.
+    and on-device image pipelines do. An image of more than ``max_pixels`` (at most Pillow's
+    bomb limit) is refused from its header; ``formats`` (Pillow names, e.g. ``IMAGE_FORMATS``)
+    limits the decoders tried. Raises ``DecodeError`` with a short reason.
 
     Example
     -------
     >>> decode_image("cat.jpg", size=224).shape  # doctest: +SKIP
     (224, 224, 3)
     """
-    with _opened(source) as img:
+    with _opened(source, max_pixels, formats) as img:
         if size and img.format == "JPEG":
             img.draft("RGB", (size, size))  # decode at a reduced scale that is still >= size
         img.seek(0)
         img = ImageOps.exif_transpose(img) or img
+        if img.width < 1 or img.height < 1:
+            raise DecodeError("empty image (0 pixels)")
+        img = _grey_to_8bit(img)
+        if size and img.mode == "L":
+            # Grey is resized before it becomes three equal channels: bilinear resizing works
+            # on each channel alone, so the pixels are the same, for a third of the work.
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
         img = _to_rgb(img, background)
-    if img.width < 1 or img.height < 1:
-        raise DecodeError("empty image (0 pixels)")
-    if size:
+    if size and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
+
+
+def image_size(
+    source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | None = None
+) -> tuple[int, int]:
+    """``(width, height)`` from an image's header, without decoding its pixels; refusals and
+    failures as ``decode_image`` raises them (``DecodeError``).
+
+    Example
+    -------
+    >>> image_size(open("cat.png", "rb").read(), formats=IMAGE_FORMATS)  # doctest: +SKIP
+    (640, 480)
+    """
+    with _opened(source, max_pixels, formats) as img:
+        return img.width, img.height
 
 
 @dataclass(frozen=True)
