@@ -25,3 +25,7 @@ class ModelError(ImgclfError):
 
 class WeightsError(ImgclfError):
     """Backbone weights are unavailable offline; the message says how to supply them."""
+
+
+class DiskFullError(ImgclfError):
+    """An output could not be written for lack of space; nothing half-written was left."""

@@ -1,21 +1,29 @@
-"""Atomic output: every file imgclf writes appears whole or not at all.
+"""Atomic, durable output: every file imgclf writes appears whole or not at all.
 
 A killed run must never leave a half-written model or report, so everything is written
 to a temporary file in the destination folder and renamed over the target (``os.replace``
-is atomic on POSIX within one filesystem).
+is atomic on POSIX within one filesystem). The file is flushed to disk before the rename
+and the folder after it: without that, a power cut can leave the new name pointing at an
+empty file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from .errors import DiskFullError
 
 
 def _umask() -> int:
@@ -68,9 +76,87 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, file_mode())
+        fsync_path(tmp_path)
         os.replace(tmp_path, target)
+        fsync_path(target.parent)
+    except Exception as exc:
+        if _disk_full(exc):
+            tmp_path.unlink(missing_ok=True)  # first: it holds the space the message reports
+            free = shutil.disk_usage(target.parent).free
+            raise DiskFullError(
+                f"{target}: no space left on the device ({free / 1e6:.1f} MB free in {target.parent}); "
+                "free some space or write elsewhere"
+            ) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    # Writers below Keras (h5py, zipfile) re-raise the OS error as text, without its errno.
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc)
+
+
+# What ``atomic_path`` and ``atomic_folder``-style writers name their temporary files:
+# ``.<stem>.<8 characters of mkstemp's alphabet><suffixes>``, and a replaced folder's ``.<name>.old``.
+_TEMPORARY = re.compile(r"^\..+\.([a-z0-9_]{8}(\..*)?|old)$")
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete the temporary files and folders a killed writer left below ``folder`` (only
+    names of the form above: a user's own dot-files stay); returns what was removed.
+
+    Only call it while no other process can be writing there (see ``RunDir.writing``).
+
+    Example
+    -------
+    >>> remove_leftovers("runs/demo")  # doctest: +SKIP
+    [PosixPath('runs/demo/.model.k2x9a_0q.keras')]
+    """
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in [*filenames, *dirnames]:
+            if _TEMPORARY.match(name):
+                path = Path(dirpath) / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+        dirnames[:] = [d for d in dirnames if not _TEMPORARY.match(d)]
+    return removed
+
+
+def try_lock(path: Path) -> int | None:
+    """A file descriptor holding an exclusive ``flock`` on ``path`` (created), or None if
+    another process holds it; the lock ends when the descriptor is closed.
+
+    Holders delete the file before closing, so a lock taken on a file that is no longer
+    at ``path`` is worthless: then try again on the new file.
+
+    Example: ``fd = try_lock(Path("runs/x/.imgclf.lock"))``."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk. Example: ``fsync_path("runs/x")``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def content_digest(path: str | Path) -> str:

@@ -10,15 +10,19 @@ file lists and the files skipped; ``status`` is "running" until the run has fini
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import backbones
 from .data.color import WHITE
 from .errors import ModelError, UsageError
-from .fileio import write_json, write_text
+from .fileio import remove_leftovers, try_lock, write_json, write_text
 from .versions import library_versions
 
 if TYPE_CHECKING:
@@ -92,9 +96,62 @@ class RunDir:
     REPORT = "report.html"
     LABEL_ISSUES_CSV = "label_issues.csv"
     LABEL_ISSUES_PNG = "label_issues.png"
+    LOCK = ".imgclf.lock"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    # --- writing -------------------------------------------------------------------------
+    def check_writable(self, data: str | Path | None = None) -> None:
+        """Refuse (``UsageError``) a folder that cannot hold a run, before any work is done:
+        a file, a folder under a file, a place that cannot be written, or a folder inside
+        the data folder ``data`` (its plots would be read as images of a class next time).
+
+        Example: ``RunDir("photos/run").check_writable("photos")`` raises ``UsageError``."""
+        out = f"--out {self.path}"
+        if data is not None and self.path.resolve().is_relative_to(Path(data).resolve()):
+            raise UsageError(
+                f"{out}: inside the data folder {data}, whose next check would read the run's plots as "
+                "images; choose a folder outside it"
+            )
+        existing = next(p for p in (self.path, *self.path.parents) if p.exists() or p == Path(p.anchor))
+        if not existing.is_dir():
+            where = "is a file" if existing == self.path else f"is under {existing}, which is a file"
+            raise UsageError(f"{out}: {where}; choose a folder")
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as exc:
+            raise UsageError(f"{out}: cannot write in {existing} ({exc.strerror}); choose a writable folder") from None
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the run directory for this process (made if missing) while the block runs: a
+        second process on the same folder is refused, and temporary files a killed run left
+        are removed first. A folder made here and still empty when the block fails goes again.
+
+        Example
+        -------
+        >>> with RunDir("runs/demo").writing():  # doctest: +SKIP
+        ...     train_into("runs/demo")
+        """
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path / self.LOCK
+        fd = try_lock(lock_path)
+        if fd is None:
+            raise UsageError(
+                f"--out {self.path}: another imgclf process is writing this run; wait for it to finish or "
+                "choose another --out"
+            )
+        try:
+            remove_leftovers(self.path)
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)  # before unlocking: see try_lock
+            os.close(fd)
+            if created and not any(self.path.iterdir()):
+                self.path.rmdir()
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -163,8 +220,8 @@ class RunDir:
             raise ModelError(f"{self.path}: has no {self.CONFIG}; is it a run directory made by `imgclf train`?")
         try:
             return RunRecord(json.loads(self.config_file.read_text(encoding="utf-8")))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelError(f"{self.config_file}: unreadable run config ({type(exc).__name__}: {exc})") from None
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+            raise ModelError(f"{self.config_file}: unreadable run config ({_what(exc)})") from None
 
     def read_metrics(self) -> dict[str, Any]:
         """``metrics.json``, or ``{}`` when it is missing or unreadable."""
@@ -222,10 +279,26 @@ class RunRecord:
         self.background: tuple[int, int, int] = (int(background[0]), int(background[1]), int(background[2]))
         self.classes: list[str] = list(raw.get("classes", []))
         self.root = Path(raw["dataset"]["root"]) if "dataset" in raw else None
+        index = {c: i for i, c in enumerate(self.classes)}
+        splits = raw.get("splits", {})
+        unknown = sorted({str(cls) for rows in splits.values() for _, cls in rows} - set(index))
+        if unknown:
+            raise ValueError(f"its split names classes {unknown[:5]} that are not among its classes")
         self.splits: dict[str, list[tuple[Path, int]]] = {
-            name: [(self.root / rel, self.classes.index(cls)) for rel, cls in rows]
-            for name, rows in raw.get("splits", {}).items()
+            name: [(self.root / rel, index[cls]) for rel, cls in rows] for name, rows in splits.items()
         }
+
+    @classmethod
+    def checked(cls, raw: dict[str, Any], label: str) -> RunRecord:
+        """``RunRecord(raw)``, or a ``UsageError`` starting with ``label`` saying what is wrong.
+
+        Example: ``RunRecord.checked(record, "--resume runs/x")``."""
+        try:
+            record = cls(raw)
+            record.dataset()
+            return record
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise UsageError(f"{label}: its {RunDir.CONFIG} cannot be used ({_what(exc)})") from None
 
     def dataset(self) -> Dataset:
         """The dataset exactly as the run recorded it: classes and split lists."""
@@ -258,7 +331,7 @@ def read_record(path: str | Path, label: str) -> dict[str, Any]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"{label}: cannot read ({exc.strerror or exc})") from None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise UsageError(f"{label}: not JSON; give the config.json of an imgclf run") from None
     if not isinstance(record, dict) or not isinstance(record.get("options"), dict):
         raise UsageError(f"{label}: not an imgclf run config (no options section)")
@@ -328,6 +401,10 @@ def make_record(
         }
     )
     return record
+
+
+def _what(exc: Exception) -> str:
+    return f"missing {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
 
 
 def _read_json_or_empty(path: Path) -> dict[str, Any]:

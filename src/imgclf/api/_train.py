@@ -98,6 +98,12 @@ def run_training(
     size = backbone.check_size(config.input_size, config.weights)
     config.out = config.out or TrainConfig.default_out(config.data)  # recorded: --resume names it
     run = RunDir(config.out)
+    run.check_writable(config.data)
+    with run.writing():
+        return _train_into(run, config, backbone, size, reporter, started, resumed, reference)
+
+
+def _train_into(run: RunDir, config: TrainConfig, backbone, size, reporter, started, resumed, reference) -> TrainResult:
     if resumed is None:
         shutil.rmtree(run.checkpoints, ignore_errors=True)  # a new run never continues an old one
     dataset, doctor, digests = _dataset(config, resumed, run, reporter)
@@ -127,7 +133,7 @@ def _dataset(config: TrainConfig, resumed: dict[str, Any] | None, run: RunDir, r
     """The split a resumed run recorded, or a new checked split (with the doctor's report)."""
     if resumed and resumed.get("splits"):
         reporter.info(f"resuming {run.path} with the split it recorded")
-        return RunRecord(resumed).dataset(), None, None
+        return RunRecord.checked(resumed, f"--resume {run.path}").dataset(), None, None
     return checked_split(
         config.data, config.val_split, config.test_split, config.seed, reporter.warn, reporter.info
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from .._keras import keras
 from ..fileio import atomic_path, write_json
+from ..progress import Reporter
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -34,8 +36,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
     >>> ckpt.finish(model)  # best weights back in the model  # doctest: +SKIP
     """
 
-    def __init__(self, folder: Path | None, patience: int, monitor: str = "val_loss", every: float = 0.0):
+    def __init__(
+        self,
+        folder: Path | None,
+        patience: int,
+        monitor: str = "val_loss",
+        every: float = 0.0,
+        warn: Callable[[str], None] | None = None,
+    ):
         super().__init__()
+        self.warn = warn or Reporter().warn
         self.folder = Path(folder) if folder else None
         self.patience = patience
         self.monitor = monitor
@@ -47,18 +57,42 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     # --- resume -------------------------------------------------------------------------
     def restore(self, model: keras.Model) -> int:
-        """Load the last saved epoch into ``model`` (and its optimizer); return the epoch to start at."""
+        """Load the last saved epoch into ``model`` (and its optimizer); return the epoch to start at.
+
+        A damaged save (a power cut, a full disk) is skipped with a warning: the best epoch's
+        file if the latest one is unreadable, else the stage starts again.
+        """
         state_file = self.folder / "state.json" if self.folder else None
         if not state_file or not state_file.exists():
             return 0
-        self.state = json.loads(state_file.read_text())
-        self.done = bool(self.state.get("done"))  # the caller skips fit() for a finished stage
+        try:
+            state = json.loads(state_file.read_text())
+            saves = [(state["latest"], int(state["epoch"]))]
+            if state.get("best_file") not in (None, state["latest"]):
+                saves.append((state["best_file"], int(state["best_epoch"])))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self.warn(f"{state_file} is unreadable ({exc}): this stage starts again")
+            return 0
         # Keras weights files carry the optimizer's variables too; an unbuilt optimizer
         # would skip them (and resume with fresh Adam moments and step count).
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(self.folder / self.state["latest"])
-        return int(self.state["epoch"])
+        for name, epoch in saves:
+            try:
+                model.load_weights(self.folder / name)
+            except (OSError, ValueError) as exc:  # h5py: truncated or empty file
+                self.warn(f"checkpoint {self.folder / name} is damaged ({_first_line(exc)}): skipped")
+                continue
+            if epoch != int(state["epoch"]) and not state.get("done"):
+                # Back to the best epoch: what came after it is trained again. (A finished
+                # stage's last save holds the best weights already: nothing is lost.)
+                state.update(epoch=epoch, latest=name, wait=0)
+                state["history"] = {k: v[:epoch] for k, v in state["history"].items()}
+            self.state = state
+            self.done = bool(state.get("done"))  # the caller skips fit() for a finished stage
+            return epoch
+        self.warn(f"no usable checkpoint in {self.folder}: this stage starts again")
+        return 0
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -90,7 +124,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self._best_weights is not None:  # the best epoch was in this process
             model.set_weights(self._best_weights)
         elif self.folder and self.state.get("best_file"):  # ... or before a resume
-            model.load_weights(self.folder / self.state["best_file"])
+            try:
+                model.load_weights(self.folder / self.state["best_file"])
+            except (OSError, ValueError) as exc:
+                damaged = self.folder / self.state["best_file"]
+                self.warn(f"checkpoint {damaged} is damaged ({_first_line(exc)}): keeping the last epoch's weights")
         self.done = self.state["done"] = True
         self._save(model)
         return self.history
@@ -119,3 +157,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for old in self.folder.iterdir():
             if old.name not in keep and not old.name.startswith("."):
                 old.unlink(missing_ok=True)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
