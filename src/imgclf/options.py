@@ -9,6 +9,10 @@ so Python callers and the command line get the same answer from the same place.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import os
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +125,42 @@ def parse_given(config: Any) -> None:
             setattr(config, f.name, f.metadata["parse"](value))
 
 
+# Values from a JSON file or a Python caller arrive with any type; whole numbers beyond this
+# only come from mistakes (or attacks) and overflow TensorFlow's 32-bit integers.
+_LARGEST = 2**31 - 1
+_KINDS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    int: (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) <= _LARGEST,
+        f"a whole number (at most {_LARGEST})",
+    ),
+    float: (
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= _LARGEST,
+        f"a number (at most {_LARGEST})",
+    ),
+    str: (lambda v: isinstance(v, (str, os.PathLike)), "text"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _kind(config: Any, f: dataclasses.Field) -> tuple[Callable[[Any], bool], str] | None:
+    """The check of a field's declared type (``int``, ``float | None``, ``list[str]``...)."""
+    try:
+        hint = _hints(type(config)).get(f.name)
+    except (NameError, TypeError):  # an annotation only importable for type checkers
+        return None
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if typing.get_origin(args[0]) is list:
+        return _KINDS.get(typing.get_args(args[0])[0])
+    if len(args) == 1:
+        return _KINDS.get(args[0])
+    return None  # a union of several types (a colour as text or a tuple...): checked by its rule
+
+
 def validate_options(config: Any) -> None:
     """``UsageError`` naming the first option whose value is not allowed, and what is.
 
@@ -134,8 +174,19 @@ def validate_options(config: Any) -> None:
         if value is None and f.default is None:
             continue
         meta, name = f.metadata, cli_name(f)
+        kind = _kind(config, f)
+        if meta["many"] and not isinstance(value, (list, tuple)):
+            raise UsageError(f"{name} {_short(value)}: must be a list")
         for item in value if meta["many"] else [value]:
+            if kind is not None and not kind[0](item):
+                raise UsageError(f"{name} {_short(item)}: must be {kind[1]}")
             if meta["choices"] and item not in meta["choices"]:
                 raise UsageError(f"{name} {item}: unknown; choose from {', '.join(meta['choices'])}")
         if meta["rule"] is not None and not meta["rule"].ok(value):
             raise UsageError(f"{name} {value}: must be {meta['rule'].what}")
+
+
+def _short(value: Any) -> str:
+    """A bad value as the user wrote it, cut short (a config file can hold anything)."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -13,6 +13,15 @@ _NAMED_COLORS = {
 }
 
 
+def is_rgb(value: object) -> bool:
+    """Three whole numbers 0-255, as a parsed colour is. Example: ``is_rgb((255, 0, 0))`` -> True."""
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+    )
+
+
 def parse_color(text: str) -> tuple[int, int, int]:
     """``"white"``, ``"#10a0ff"`` or ``"16,160,255"`` -> an RGB tuple; ``UsageError`` otherwise.
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import backbones
-from ..data.color import parse_color
+from ..data.color import is_rgb, parse_color
 from ..errors import UsageError
 from ..options import Rule, fraction, option, parse_given, positive, validate_options, whole
 
@@ -57,6 +57,7 @@ class TrainConfig:
         (255, 255, 255),
         "Colour transparent pixels are composited onto: white, black, gray, #RRGGBB or R,G,B.",
         parse=parse_color,
+        rule=Rule(is_rgb, "white, black, gray, #RRGGBB or R,G,B with values 0-255"),
         shown="white",
     )
     near_duplicate_threshold: float = option(
@@ -86,7 +87,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         parse_given(self)
-        self.background = tuple(self.background)  # type: ignore[assignment]  # JSON gives a list
+        if isinstance(self.background, list):  # JSON gives a list
+            self.background = tuple(self.background)  # type: ignore[assignment]
 
     def validate(self) -> TrainConfig:
         """Raise ``UsageError`` naming the first option with an unusable value; returns self."""
