@@ -127,6 +127,23 @@ def remove_leftovers(folder: str | Path) -> list[Path]:
     return removed
 
 
+def unwritable_folder(path: Path) -> str | None:
+    """Why no folder can be made and written at ``path`` (it is a file, is under a file, or
+    its nearest existing parent refuses a new file), or None; nothing is left behind.
+
+    Example: ``unwritable_folder(Path("/sys/run"))`` -> ``'cannot write in /sys (Permission denied); ...'``."""
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under {existing}, which is a file"
+        return f"{where}; choose a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"cannot write in {existing} ({exc.strerror}); choose a writable folder"
+    return None
+
+
 def try_lock(path: Path) -> int | None:
     """A file descriptor holding an exclusive ``flock`` on ``path`` (created), or None if
     another process holds it; the lock ends when the descriptor is closed.

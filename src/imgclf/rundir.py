@@ -14,7 +14,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import backbones
 from .data.color import WHITE
 from .errors import ModelError, UsageError
-from .fileio import remove_leftovers, try_lock, write_json, write_text
+from .fileio import remove_leftovers, try_lock, unwritable_folder, write_json, write_text
 from .versions import library_versions
 
 if TYPE_CHECKING:
@@ -114,15 +113,9 @@ class RunDir:
                 f"{out}: inside the data folder {data}, whose next check would read the run's plots as "
                 "images; choose a folder outside it"
             )
-        existing = next(p for p in (self.path, *self.path.parents) if p.exists() or p == Path(p.anchor))
-        if not existing.is_dir():
-            where = "is a file" if existing == self.path else f"is under {existing}, which is a file"
-            raise UsageError(f"{out}: {where}; choose a folder")
-        try:
-            with tempfile.TemporaryFile(dir=existing):
-                pass
-        except OSError as exc:
-            raise UsageError(f"{out}: cannot write in {existing} ({exc.strerror}); choose a writable folder") from None
+        problem = unwritable_folder(self.path)
+        if problem:
+            raise UsageError(f"{out}: {problem}")
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
