@@ -93,7 +93,8 @@ class Backbone:
 
 
 def check_weights(weights: str) -> None:
-    """``UsageError`` unless ``weights`` is imagenet, none or an existing file.
+    """``UsageError`` unless ``weights`` is imagenet, none or an existing file; ``WeightsError``
+    for a ``.pth`` file that does not load (checked here, before a run writes anything).
 
     Example
     -------
@@ -101,6 +102,10 @@ def check_weights(weights: str) -> None:
     """
     if weights not in (PRETRAINED, RANDOM) and not Path(weights).is_file():
         raise UsageError(f"--weights {weights}: no such file; give a weights file, imagenet or none")
+    if Path(weights).suffix in (".pth", ".pt"):
+        from .torch_legacy import check_legacy_checkpoint
+
+        check_legacy_checkpoint(weights)
 
 
 _REGISTRY: dict[str, Backbone] = {}
