@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean chromium
+.PHONY: setup demo test fuzz lint bench clean chromium
 
 setup: $(STAMP)
 
@@ -20,6 +20,11 @@ demo: setup
 
 test: setup chromium
 	$(BIN)/python -m pytest -q
+
+# The .pth loader's fuzz tests with 20x the examples of make test, new random ones each run
+# (thousands; about a minute). A failure prints the example and keeps it as .../fuzz/example.pth.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_weights_hostile.py -k fuzz
 
 # tests/test_browser.py drives Debian's Chromium through Playwright (never a downloaded browser).
 chromium:
