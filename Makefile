@@ -22,7 +22,7 @@ test: setup chromium
 	$(BIN)/python -m pytest -q
 
 # The .pth loader's fuzz tests with 20x the examples of make test, new random ones each run
-# (thousands; about a minute). A failure prints the example and keeps it as .../fuzz/example.pth.
+# (thousands; one to two minutes). A failure prints the example and keeps it as .../fuzz/example.pth.
 fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_weights_hostile.py -k fuzz
 
