@@ -24,7 +24,7 @@ class ModelError(ImgclfError):
 
 
 class WeightsError(ImgclfError):
-    """Backbone weights are unavailable offline; the message says how to supply them."""
+    """Backbone weights are unavailable offline or unusable; the message says how to supply them."""
 
 
 class DiskFullError(ImgclfError):

@@ -49,8 +49,9 @@ def _port_into(model: Any, name: str, source: Path) -> None:
     from .efficientnet_lite import port_torch_weights
     from .torch_legacy import load_legacy_state_dict
 
+    state = load_legacy_state_dict(source)  # its own WeightsError says what is wrong with the file
     try:
-        port_torch_weights(model, load_legacy_state_dict(source))
+        port_torch_weights(model, state)
     except ValueError as exc:  # a .pth of another model: names the first parameter that does not fit
         raise WeightsError(f"--weights {source}: does not fit {name}: {exc}") from None
 
