@@ -22,6 +22,8 @@ from pathlib import Path
 
 import flatbuffers
 
+from ..errors import ModelError
+
 
 @functools.cache
 def _schema_module(name: str):
@@ -55,6 +57,9 @@ def _model_schema():
 
 METADATA_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"
+# A labels file is text, one line per output: 4 MB is ~100,000 long labels. The zip entry
+# inside a .tflite is read only up to this size (a 1 MB entry can expand to gigabytes).
+MAX_LABELS_BYTES = 4 * 1024 * 1024
 # We write only fields of metadata schema 1.0.0 (image properties, normalization, a
 # TENSOR_AXIS_LABELS file without version): per mediapipe's metadata_version.cc rules,
 # the minimum parser version is then 1.0.0, the most widely readable.
@@ -259,10 +264,19 @@ def read_metadata(model_bytes: bytes) -> ModelInfo | None:
     if label_file and zipfile.is_zipfile(io.BytesIO(model_bytes)):
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as zf:
             if label_file in zf.namelist():
-                info.classes = [
-                    s.strip() for s in zf.read(label_file).decode("utf-8").splitlines() if s.strip()
-                ]
+                info.classes = [s.strip() for s in _read_capped(zf, label_file).splitlines() if s.strip()]
     return info
+
+
+def _read_capped(zf: zipfile.ZipFile, name: str) -> str:
+    """A zip entry's text, or a ``ModelError`` if it expands beyond ``MAX_LABELS_BYTES``."""
+    size = zf.getinfo(name).file_size
+    if size > MAX_LABELS_BYTES:
+        raise ModelError(
+            f"the labels file {name} inside the model is {size} bytes, over the {MAX_LABELS_BYTES}-byte limit"
+        )
+    with zf.open(name) as f:  # zipfile stops at the size the entry declares; so does this read
+        return f.read(MAX_LABELS_BYTES).decode("utf-8")
 
 
 def _text(value) -> str:
