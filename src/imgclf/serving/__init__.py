@@ -83,8 +83,6 @@ def serve(
     """
     config.validate()
     require_serve_dependencies()
-    import uvicorn
-
     from .app import create_app
 
     sock = bind(config.host, config.port)
@@ -100,26 +98,65 @@ def serve(
         echo(f"note: {app.state.note}")
     if not is_loopback(config.host):
         echo(
-            f"warning: listening on {config.host}: anyone who can reach this machine can use the model (no authentication)"
+            f"warning: listening on {config.host}: anyone who can reach this machine can use the model (no authentication); "
+            "requests by a host name need --allowed-hosts NAME"
         )
+    if note := open_files_note(config):
+        echo(f"note: {note}")
     echo(
         f"serving {summary['name']} ({summary['format']}, {len(summary['labels'])} labels, "
         f"{summary['limits']['workers']} workers) on http://{url_host}:{bound_port}  "
         "(page /, API /v1/classify, docs /docs; Ctrl+C stops)"
     )
-    server_config = uvicorn.Config(
-        app,
-        log_level=log_level,
-        # Connections beyond this get uvicorn's own 503 before any of our code runs: a
-        # backstop against piles of idle sockets, well above the inference queue.
-        limit_concurrency=max(256, 8 * summary["limits"]["workers"] + 4 * summary["limits"]["queue"]),
-        timeout_keep_alive=5,
-        server_header=False,
-    )
+    server = uvicorn_server(app, config, log_level=log_level)
     try:
-        uvicorn.Server(server_config).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+def uvicorn_server(app: Any, config: ServeConfig, *, log_level: str = "info"):
+    """The uvicorn server ``imgclf serve`` runs ``app`` with: its own HTTP/1.1 protocol
+    (protocol.py: header timeout, connection caps, lingering close) and uvicorn's keep-alive
+    timeout. Run it with ``.run(sockets=[bind(host, port)])``.
+
+    Example
+    -------
+    >>> uvicorn_server(create_app("runs/demo"), ServeConfig(model="runs/demo")).run(sockets=[sock])  # doctest: +SKIP
+    """
+    import uvicorn
+
+    from .protocol import ConnectionLimits, protocol_class
+
+    limits = ConnectionLimits(config.max_connections, config.max_connections_per_client, config.header_timeout)
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level=log_level,
+            http=protocol_class(limits),
+            # No limit_concurrency: it counts open connections, idle ones included, and
+            # answers 503 to everyone once they reach it; connections are capped as they
+            # are made instead (protocol.py).
+            timeout_keep_alive=5,
+            server_header=False,
+        )
+    )
+
+
+def open_files_note(config: ServeConfig) -> str | None:
+    """A note if the open-files limit is below ``--max-connections`` plus some room, else None."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = config.max_connections + 64
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    return (
+        f"the open-files limit ({soft}) is below --max-connections {config.max_connections} plus room for "
+        f"the model and logs; raise it (ulimit -n {needed}) or lower --max-connections"
+    )
 
 
 def create_app(*args: Any, **kwargs: Any):
@@ -130,4 +167,13 @@ def create_app(*args: Any, **kwargs: Any):
     return _create_app(*args, **kwargs)
 
 
-__all__ = ["INSTALL_HINT", "ServeConfig", "bind", "create_app", "is_loopback", "require_serve_dependencies", "serve"]
+__all__ = [
+    "INSTALL_HINT",
+    "ServeConfig",
+    "bind",
+    "create_app",
+    "is_loopback",
+    "require_serve_dependencies",
+    "serve",
+    "uvicorn_server",
+]

@@ -16,13 +16,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
-from ..errors import UsageError
+from ..errors import ModelError, UsageError
 from ..inference.classifier import Classifier, load
 from ..rundir import ExportDir, RunDir
 from ..versions import package_version
 from .classify import add_classify
 from .config import ServeConfig
+from .guard import BrowserGuard
 from .pages import add_pages
 from .pool import InferencePool
 
@@ -94,6 +96,8 @@ def model_summary(clf: Classifier, model_file: Path) -> dict[str, Any]:
 
         try:
             info = read_metadata(model_file.read_bytes())
+        except ModelError as exc:  # readable, but refused (an oversized labels file)
+            raise ModelError(f"{model_file}: {exc}") from None
         except Exception:  # a .tflite without (parseable) metadata still serves
             info = None
         if info:
@@ -158,6 +162,7 @@ def create_app(
         "timeout_s": config.timeout,
         "workers": workers,
         "queue": config.queue,
+        "max_pixels": config.max_pixels,
     }
     summary["top_k"] = config.top_k
     if note:
@@ -174,6 +179,21 @@ def create_app(
     app.state.pool, app.state.summary, app.state.note = pool, summary, note
     app.router.add_event_handler("shutdown", pool.shutdown)
     _add_error_handlers(app)
+    if config.origins:  # pages on these origins may call the API and read its answers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type"],
+            max_age=600,
+        )
+    # Added last, so it runs first: nothing else sees a request for another host or origin.
+    app.add_middleware(
+        BrowserGuard,
+        bind_host=config.host,
+        allowed_hosts=config.host_names,
+        allowed_origins=config.origins,
+    )
     add_classify(app, clf, pool, summary["name"], config, max_files)
     add_pages(app, pool, summary)
     return app

@@ -2,10 +2,16 @@
 
 Limits, each answered with a JSON ``{"error": "..."}``: a body over the upload limit -> 413
 (refused from ``Content-Length`` before reading, and counted while reading, so a chunked or
-lying client cannot get past it); not an image -> 415; a corrupt image -> 400; an image
-with more pixels than ``decode.MAX_PIXELS`` (decompression bomb) -> 413; every worker busy
-and the queue full -> 503; a body not received within the timeout -> 408; a result not
-ready within it -> 504. The client only ever sends bytes: no path it names is opened.
+lying client cannot get past it); too many requests under way from one address -> 429, too
+many uploads at once -> 503 (uploads.py); a body slower than the minimum rate, or not
+received within the timeout -> 408; not an image, or not in a documented format -> 415; a
+corrupt image -> 400; an image of more pixels than ``--max-megapixels`` -> 413, read from
+its header before any pixel is decoded; every worker busy and the queue full -> 503; a
+result not ready within the timeout -> 504. The body is read in full before an inference
+slot is taken. The client only ever sends bytes: no path it names is opened.
+
+Large images (over ``HEAVY_PIXELS``) are decoded on the pool's one low-priority thread
+(pool.py), so a stream of expensive images cannot hold up small ones.
 """
 
 from __future__ import annotations
@@ -20,32 +26,19 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from ..data.decode import DecodeError, decode_image
+from ..data.decode import IMAGE_FORMATS, DecodeError, decode_image, image_size
 from ..inference.classifier import Classifier
 from .config import ServeConfig
 from .pool import InferencePool
+from .uploads import BodyTooLarge, BodyTooSlow, Refused, RequestGate, paced_receive
 
 Upload = tuple[str | None, bytes]  # (file name, bytes)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-def _counting_receive(receive, limit: int):
-    """Wrap an ASGI ``receive`` so that reading more than ``limit`` body bytes raises."""
-    seen = 0
-
-    async def wrapped():
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _BodyTooLarge
-        return message
-
-    return wrapped
+# Work beyond this many pixels per request (a 1920x1080 frame is 2.1 MP) is decoded on the
+# pool's low-priority thread; below it, decoding takes a few ms next to the inference.
+HEAVY_PIXELS = 2_500_000
+# Refusals made before the body is read in full: the connection is closed after the
+# answer (lingering, protocol.py), so the unread rest cannot be taken for a next request.
+CLOSE = {"Connection": "close"}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -61,9 +54,10 @@ def _decode_status(reason: str) -> int:
     return 400
 
 
-async def _read_uploads(request: Request, limit: int, max_files: int) -> list[tuple[str | None, bytes]]:
+async def _read_uploads(request: Request, config: ServeConfig, max_files: int) -> list[Upload]:
     """``[(filename, bytes)]`` from a multipart form (every file part) or a raw body."""
-    limited = Request(request.scope, _counting_receive(request.receive, limit))
+    receive = paced_receive(request.receive, config.max_upload_bytes, config.header_timeout, config.min_upload_rate)
+    limited = Request(request.scope, receive)
     if (request.headers.get("content-type") or "").lower().startswith("multipart/form-data"):
         form = await limited.form(max_files=max_files, max_fields=max_files)
         try:
@@ -90,11 +84,12 @@ def _openapi(max_upload_bytes: int) -> dict[str, Any]:
     """The route's documentation: what to send, what comes back, every error status."""
     errors = (
         (400, "corrupt or empty image"),
-        (408, "the body did not arrive in time"),
-        (413, "upload too large, or a decompression bomb"),
-        (415, "not an image"),
+        (408, "the body did not arrive in time, or too slowly"),
+        (413, "upload too large, or an image of too many pixels"),
+        (415, "not an image, or not JPEG, PNG, BMP, GIF or WebP"),
         (422, "bad top_k"),
-        (503, "all workers busy: retry after the Retry-After seconds"),
+        (429, "too many requests under way from your address"),
+        (503, "all workers busy, or too many uploads at once: retry after the Retry-After seconds"),
         (504, "inference timed out"),
     )
     example = {
@@ -109,8 +104,8 @@ def _openapi(max_upload_bytes: int) -> dict[str, Any]:
             "Send one image as the raw request body (any image Content-Type), or one or several "
             "as multipart file parts. One image -> `{predictions, model, latency_ms}`; several -> "
             "`{results: [{filename, predictions} | {filename, error}], model, latency_ms}`. "
-            f"Errors are JSON `{{error}}`: 413 over {max_upload_bytes} bytes or a decompression bomb, "
-            "415 not an image, 400 corrupt, 503 busy (retry), 504 timed out."
+            f"Errors are JSON `{{error}}`: 413 over {max_upload_bytes} bytes or too many pixels, "
+            "415 not an image, 400 corrupt, 408 too slow, 429/503 busy (retry), 504 timed out."
         ),
         "responses": {
             200: {"description": "Top-k labels, best first", "content": {"application/json": {"example": example}}},
@@ -131,17 +126,47 @@ def _openapi(max_upload_bytes: int) -> dict[str, Any]:
     }
 
 
+def _measure(uploads: list[Upload], max_pixels: int, max_megapixels: float) -> list[int | DecodeError]:
+    """Each upload's pixel count from its header (no pixels decoded), or why it cannot be used."""
+    sizes: list[int | DecodeError] = []
+    for _, data in uploads:
+        try:
+            width, height = image_size(data, formats=IMAGE_FORMATS)
+        except DecodeError as exc:
+            sizes.append(exc)
+            continue
+        if width * height > max_pixels:
+            sizes.append(
+                DecodeError(
+                    f"too large ({width}x{height} pixels, {width * height / 1e6:.1f} MP; this server takes "
+                    f"images up to {max_megapixels:g} MP: --max-megapixels)"
+                )
+            )
+        else:
+            sizes.append(width * height)
+    return sizes
+
+
 def add_classify(
     app: FastAPI, clf: Classifier, pool: InferencePool, model_name: str, config: ServeConfig, max_files: int
 ) -> None:
     """Register ``POST /v1/classify`` on ``app``: decoded like training, run on ``pool``."""
     limit, timeout = config.max_upload_bytes, config.timeout
+    gate = RequestGate(config.max_requests_per_client, config.max_uploads)
+    app.state.gate = gate
 
-    def prepare(uploads: list[Upload]) -> list[np.ndarray | DecodeError]:
+    def prepare(uploads: list[Upload], sizes: list[int | DecodeError]) -> list[np.ndarray | DecodeError]:
         decoded: list[np.ndarray | DecodeError] = []
-        for _, data in uploads:
+        for (_, data), size in zip(uploads, sizes):
+            if isinstance(size, DecodeError):
+                decoded.append(size)
+                continue
             try:
-                decoded.append(decode_image(data, clf.input_size, clf.background))
+                decoded.append(
+                    decode_image(
+                        data, clf.input_size, clf.background, max_pixels=config.max_pixels, formats=IMAGE_FORMATS
+                    )
+                )
             except DecodeError as exc:
                 decoded.append(exc)
         return decoded
@@ -159,43 +184,64 @@ def add_classify(
         top_k: int = Query(config.top_k, ge=1, le=len(clf.classes), description="How many labels to return."),
     ) -> JSONResponse:
         _check_declared_length(request, limit)
-        if not pool.try_acquire():
-            raise _error(503, "busy: every worker is in use and the queue is full; retry shortly", {"Retry-After": "1"})
-        started = time.perf_counter()
-        uploads = await _receive(request, pool, limit, max_files, timeout)
-        remaining = max(0.001, timeout - (time.perf_counter() - started))
         try:
-            results = await pool.run(lambda: prepare(uploads), infer, remaining)
-        except TimeoutError:
-            raise _error(504, f"no result within {timeout:g} s; the server is overloaded or the model is slow") from None
-        latency_ms = round((time.perf_counter() - started) * 1000, 2)
-        return _answer(clf, uploads, results, top_k, model_name, latency_ms)
+            ticket = gate.admit(request.client.host if request.client else "unknown")
+        except Refused as exc:
+            raise _error(exc.status, str(exc), {**CLOSE, "Retry-After": "1"}) from None
+        try:
+            started = time.perf_counter()
+            uploads = await _receive(request, config, max_files)
+            ticket.body_received()
+            sizes = await asyncio.to_thread(_measure, uploads, config.max_pixels, config.max_megapixels)
+            if not any(isinstance(s, int) for s in sizes):  # nothing to decode: no worker needed
+                return _answer(clf, uploads, sizes, top_k, model_name, _ms_since(started))
+            if not pool.try_acquire():
+                raise _error(
+                    503, "busy: every worker is in use and the queue is full; retry shortly", {"Retry-After": "1"}
+                )
+            heavy = sum(s for s in sizes if isinstance(s, int)) > HEAVY_PIXELS
+            remaining = max(0.001, timeout - (time.perf_counter() - started))
+            try:
+                results = await pool.run(lambda: prepare(uploads, sizes), infer, remaining, heavy=heavy)
+            except TimeoutError:
+                raise _error(
+                    504, f"no result within {timeout:g} s; the server is overloaded or the model is slow"
+                ) from None
+        finally:
+            ticket.close()
+        return _answer(clf, uploads, results, top_k, model_name, _ms_since(started))
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
 
 
 def _check_declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise _error(400, f"Content-Length {declared!r}: not a number of bytes")
+            raise _error(400, f"Content-Length {declared!r}: not a number of bytes", CLOSE)
         if int(declared) > limit:
-            raise _error(413, f"upload of {int(declared)} bytes is over the limit of {limit}")
+            raise _error(413, f"upload of {int(declared)} bytes is over the limit of {limit}", CLOSE)
 
 
-async def _receive(request: Request, pool: InferencePool, limit: int, max_files: int, timeout: float) -> list[Upload]:
-    """The request's uploads, read within ``timeout``; on any failure the admitted slot is given back."""
+async def _receive(request: Request, config: ServeConfig, max_files: int) -> list[Upload]:
+    """The request's uploads, read in full within the timeout and the minimum rate."""
+    limit, timeout = config.max_upload_bytes, config.timeout
     try:
-        uploads = await asyncio.wait_for(_read_uploads(request, limit, max_files), timeout)
-    except _BodyTooLarge:
-        pool.release()
-        raise _error(413, f"upload is over the limit of {limit} bytes") from None
+        uploads = await asyncio.wait_for(_read_uploads(request, config, max_files), timeout)
+    except BodyTooLarge:
+        raise _error(413, f"upload is over the limit of {limit} bytes", CLOSE) from None
+    except BodyTooSlow:
+        raise _error(
+            408,
+            f"the upload was slower than {config.min_upload_rate:g} KB/s (after {config.header_timeout:g} s); "
+            "see --min-upload-rate",
+            CLOSE,
+        ) from None
     except TimeoutError:
-        pool.release()
-        raise _error(408, f"the upload did not arrive within {timeout:g} s") from None
-    except BaseException:
-        pool.release()
-        raise
+        raise _error(408, f"the upload did not arrive within {timeout:g} s", CLOSE) from None
     if len(uploads) == 1 and not uploads[0][1]:
-        pool.release()
         raise _error(400, "empty body: send an image as the request body or as a multipart file")
     return uploads
 

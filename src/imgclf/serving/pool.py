@@ -1,11 +1,16 @@
 """A bounded pool of inference workers: a fixed number of threads, a short queue, and a
 fast "no" when both are full.
 
-Requests are admitted on the event loop (``try_acquire``) before their body is read, so
-at most ``capacity`` uploads are ever held in memory; anything beyond gets a 503 at once
-instead of waiting in an unbounded queue. A slot is given back when the work is really
+Requests are admitted on the event loop (``try_acquire``) once their body has arrived
+(uploads.py bounds the bodies being received); anything beyond ``capacity`` gets a 503 at
+once instead of waiting in an unbounded queue. A slot is given back when the work is really
 finished — not when a request times out — so a timed-out job still counts until its thread
 is free again.
+
+Heavy jobs (large images) are prepared on one more thread of their own, at a lower CPU
+priority on Linux, and only their inference goes through the workers: one heavy decode at
+a time, taking the CPU the other requests leave, so a client sending expensive images
+slows down itself rather than everyone.
 
 LiteRT interpreters are not thread-safe: each job checks one model instance out of a queue
 and returns it afterwards, so an instance is only ever used by one thread at a time.
@@ -14,13 +19,28 @@ and returns it afterwards, so an instance is only ever used by one thread at a t
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+# Linux nice value of the heavy-job thread: with the default scheduler it gets about a
+# tenth of a core while the workers want the CPU, and all of the CPU they leave idle.
+HEAVY_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: per thread; elsewhere: leave it)."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICE)
+        except OSError:
+            pass
 
 
 class InferencePool(Generic[T]):
@@ -45,6 +65,7 @@ class InferencePool(Generic[T]):
         for instance in self.instances:
             self._free.put(instance)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="imgclf-serve")
+        self._heavy = ThreadPoolExecutor(1, thread_name_prefix="imgclf-serve-heavy", initializer=_lower_priority)
         self._inflight = 0  # only touched on the event loop's thread
 
     @property
@@ -63,21 +84,26 @@ class InferencePool(Generic[T]):
         """Give back a slot taken by ``try_acquire``; call on the event loop."""
         self._inflight -= 1
 
-    def submit(self, prepare: Callable[[], R], infer: Callable[[T, R], object]) -> Future:
-        """Run ``prepare()`` (any thread, e.g. decoding) then ``infer(instance, prepared)`` on a
-        worker thread with an instance nobody else is using."""
+    def submit(self, prepare: Callable[[], R], infer: Callable[[T, R], object], heavy: bool = False) -> Future:
+        """Run ``prepare()`` (e.g. decoding) then ``infer(instance, prepared)`` on a worker
+        thread with an instance nobody else is using; ``heavy``: ``prepare`` on the heavy thread."""
 
-        def job():
-            prepared = prepare()
+        def run_infer(prepared):
             instance = self._free.get()
             try:
                 return infer(instance, prepared)
             finally:
                 self._free.put(instance)
 
-        return self._executor.submit(job)
+        if heavy:
+            # The heavy thread waits for the inference rather than running it at its low
+            # priority while holding one of the model instances.
+            return self._heavy.submit(lambda: self._executor.submit(run_infer, prepare()).result())
+        return self._executor.submit(lambda: run_infer(prepare()))
 
-    async def run(self, prepare: Callable[[], R], infer: Callable[[T, R], object], timeout: float):
+    async def run(
+        self, prepare: Callable[[], R], infer: Callable[[T, R], object], timeout: float, heavy: bool = False
+    ):
         """Submit a job for an admitted request and await it for at most ``timeout`` seconds.
 
         The request's slot is released when the job ends (or is cancelled before it
@@ -85,7 +111,7 @@ class InferencePool(Generic[T]):
         """
         loop = asyncio.get_running_loop()
         try:
-            future = self.submit(prepare, infer)
+            future = self.submit(prepare, infer, heavy)
         except BaseException:
             self.release()
             raise
@@ -101,4 +127,5 @@ class InferencePool(Generic[T]):
 
     def shutdown(self) -> None:
         """Stop accepting jobs; queued jobs are cancelled, running ones finish."""
+        self._heavy.shutdown(wait=False, cancel_futures=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
