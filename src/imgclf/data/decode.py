@@ -177,17 +177,34 @@ def decode_image(
     return np.asarray(img, dtype=np.uint8)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def image_size(
     source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | None = None
 ) -> tuple[int, int]:
     """``(width, height)`` from an image's header, without decoding its pixels; refusals and
     failures as ``decode_image`` raises them (``DecodeError``).
 
+    A PNG's size is read from its IHDR chunk (always first, fixed layout): Pillow would
+    also decompress the text and colour-profile chunks that may come before the pixels.
+
     Example
     -------
     >>> image_size(open("cat.png", "rb").read(), formats=IMAGE_FORMATS)  # doctest: +SKIP
     (640, 480)
     """
+    if (
+        isinstance(source, bytes)
+        and (formats is None or "PNG" in formats)
+        and source.startswith(_PNG_SIGNATURE)
+        and source[12:16] == b"IHDR"
+        and len(source) >= 24
+    ):
+        width, height = int.from_bytes(source[16:20], "big"), int.from_bytes(source[20:24], "big")
+        if width * height > min(max_pixels, MAX_PIXELS):
+            raise DecodeError(f"too large ({width}x{height} pixels, limit {min(max_pixels, MAX_PIXELS)})")
+        return width, height
     with _opened(source, max_pixels, formats) as img:
         return img.width, img.height
 

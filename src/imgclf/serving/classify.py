@@ -25,6 +25,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..data.decode import IMAGE_FORMATS, DecodeError, decode_image, image_size
 from ..inference.classifier import Classifier
@@ -36,6 +37,9 @@ Upload = tuple[str | None, bytes]  # (file name, bytes)
 # Work beyond this many pixels per request (a 1920x1080 frame is 2.1 MP) is decoded on the
 # pool's low-priority thread; below it, decoding takes a few ms next to the inference.
 HEAVY_PIXELS = 2_500_000
+# Bodies up to this size have their images' sizes read on the event loop (a header parse:
+# microseconds); larger ones in a thread, which costs a hop between threads.
+INLINE_MEASURE_BYTES = 1 << 20
 # Refusals made before the body is read in full: the connection is closed after the
 # answer (lingering, protocol.py), so the unread rest cannot be taken for a next request.
 CLOSE = {"Connection": "close"}
@@ -192,7 +196,11 @@ def add_classify(
             started = time.perf_counter()
             uploads = await _receive(request, config, max_files)
             ticket.body_received()
-            sizes = await asyncio.to_thread(_measure, uploads, config.max_pixels, config.max_megapixels)
+            measure = (uploads, config.max_pixels, config.max_megapixels)
+            if sum(len(data) for _, data in uploads) <= INLINE_MEASURE_BYTES:
+                sizes = _measure(*measure)
+            else:
+                sizes = await asyncio.to_thread(_measure, *measure)
             if not any(isinstance(s, int) for s in sizes):  # nothing to decode: no worker needed
                 return _answer(clf, uploads, sizes, top_k, model_name, _ms_since(started))
             if not pool.try_acquire():
@@ -241,6 +249,8 @@ async def _receive(request: Request, config: ServeConfig, max_files: int) -> lis
         ) from None
     except TimeoutError:
         raise _error(408, f"the upload did not arrive within {timeout:g} s", CLOSE) from None
+    except ClientDisconnect:  # gone before its body ended: an answer nobody reads, not a 500
+        raise _error(400, "the client closed the connection before its upload ended", CLOSE) from None
     if len(uploads) == 1 and not uploads[0][1]:
         raise _error(400, "empty body: send an image as the request body or as a multipart file")
     return uploads
