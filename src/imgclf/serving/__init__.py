@@ -139,6 +139,9 @@ def uvicorn_server(app: Any, config: ServeConfig, *, log_level: str = "info"):
             # are made instead (protocol.py).
             timeout_keep_alive=5,
             server_header=False,
+            # No WebSocket routes: an upgrade would also take the connection out of the
+            # accounting of protocol.py.
+            ws="none",
         )
     )
 

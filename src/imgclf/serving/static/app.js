@@ -39,7 +39,8 @@ async function loadModel() {
   $("model-details").textContent =
     "labels: " + model.labels.join(", ") + (model.version ? " · model version " + model.version : "");
   $("limits").textContent =
-    "Up to " + (model.limits.max_upload_bytes / 1048576).toFixed(1) + " MB. The image is only sent to this server.";
+    "Up to " + (model.limits.max_upload_bytes / 1048576).toFixed(1) + " MB and " +
+    (model.limits.max_pixels / 1e6).toFixed(0) + " megapixels. The image is only sent to this server.";
   setState("ready");
 }
 
