@@ -229,7 +229,8 @@ def markdown(s: dict, when: str) -> str:
             [
                 "## Serving under load (issue 7)",
                 "",
-                f"Measured {when} with `{COMMAND}` (`benchmarks/serve_load.py`): `imgclf serve` with its defaults "
+                f"Measured {when} on {machine()} with `{COMMAND}` (`benchmarks/serve_load.py`): "
+                "`imgclf serve` with its defaults "
                 "(float32 .tflite of the sample run through LiteRT, 2 workers, queue 32, 10 MB limit) on loopback; "
                 f"{s['requests']} requests from {s['concurrency']} concurrent keep-alive clients (httpx2) on the same "
                 "2 cores. Mix: " + kinds + ". Latency is the client's, per request.",
@@ -274,6 +275,7 @@ async def idle_attacker(host: str, port: int, n: int, stop: asyncio.Event, got: 
     """``n`` connections that never send; each one the server ends is reopened 1 s later."""
 
     async def one() -> None:
+        stopping = asyncio.ensure_future(stop.wait())
         while not stop.is_set():
             try:
                 reader, writer = await asyncio.open_connection(host, port, local_addr=("127.0.0.2", 0))
@@ -282,7 +284,7 @@ async def idle_attacker(host: str, port: int, n: int, stop: asyncio.Event, got: 
                 await asyncio.sleep(1)
                 continue
             reading = asyncio.ensure_future(reader.read())
-            await asyncio.wait([reading, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([reading, stopping], return_when=asyncio.FIRST_COMPLETED)
             if reading.done() and not reading.exception():
                 answer = reading.result()
                 got[f"answered {answer.split()[1].decode()}" if answer else "closed after the header timeout"] += 1
@@ -296,10 +298,12 @@ async def idle_attacker(host: str, port: int, n: int, stop: asyncio.Event, got: 
 
 
 async def slow_attacker(host: str, port: int, n: int, stop: asyncio.Event, got: collections.Counter) -> None:
-    """``n`` uploads of a 100 kB body at one byte every 10 s; each reconnects once answered."""
+    """``n`` uploads of a 100 kB body at one byte every 10 s; each reconnects once answered
+    (after the Retry-After second if refused)."""
     head = f"POST /v1/classify HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 100000\r\n\r\n".encode()
 
     async def one() -> None:
+        stopping = asyncio.ensure_future(stop.wait())
         while not stop.is_set():
             try:
                 reader, writer = await asyncio.open_connection(host, port, local_addr=("127.0.0.3", 0))
@@ -307,14 +311,16 @@ async def slow_attacker(host: str, port: int, n: int, stop: asyncio.Event, got: 
                 reading = asyncio.ensure_future(reader.read())
                 while not reading.done() and not stop.is_set():
                     writer.write(b"x")
-                    await asyncio.wait([reading, asyncio.ensure_future(stop.wait())], timeout=10)
-                if reading.done() and not reading.exception():
-                    answer = reading.result()
-                    got[f"answered {answer.split()[1].decode()}" if answer else "closed without an answer"] += 1
-                elif not reading.done():
+                    await asyncio.wait([reading, stopping], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+                answer = reading.result() if reading.done() and not reading.exception() else None
+                if answer is None:
                     got["still sending at the end"] += 1
+                else:
+                    got[f"answered {answer.split()[1].decode()}" if answer else "closed without an answer"] += 1
                 reading.cancel()
                 writer.close()
+                if answer and answer.split()[1] in (b"429", b"503"):
+                    await asyncio.sleep(1)
             except OSError as exc:
                 got[type(exc).__name__] += 1
                 await asyncio.sleep(1)
@@ -458,13 +464,14 @@ def abuse_markdown(s: dict, when: str) -> str:
         [
             "## Serving under abuse (issue 15)",
             "",
-            f"Measured {when} with `{COMMAND}` (`benchmarks/serve_load.py`, abuse mix): a fresh `imgclf serve` with "
-            f"its defaults on loopback. {a['requests']} valid images (the sample's test PNGs, raw and multipart) from "
-            f"{s['concurrency']} keep-alive clients on 127.0.0.1, alone, then while these run, each from its own "
-            "loopback address: 300 idle connections (reopened 1 s after the server ends one), 40 uploads sending a "
-            "byte every 10 s, 20 clients sending 23.9 MP 16-bit grey and RGBA PNGs back to back, 4 urllib clients "
-            "sending 12 MB bodies. Refused attackers wait the Retry-After second (floods of requests are a reverse "
-            "proxy's job). Latency is the client's; server and clients share the same 2 cores.",
+            f"Measured {when} on {machine()} with `{COMMAND}` (`benchmarks/serve_load.py`, abuse mix): "
+            f"a fresh `imgclf serve` with its defaults on loopback. {a['requests']} valid images (the sample's "
+            f"test PNGs, raw and multipart) from {s['concurrency']} keep-alive clients on 127.0.0.1, alone, then "
+            "while these run, each from its own loopback address: 300 idle connections (reopened 1 s after the "
+            "server ends one), 40 uploads sending a byte every 10 s, 20 clients sending 23.9 MP 16-bit grey and "
+            "RGBA PNGs back to back, 4 urllib clients sending 12 MB bodies. Refused attackers wait the "
+            "Retry-After second (floods of requests are a reverse proxy's job). Latency is the client's; server "
+            "and clients share the same 2 cores.",
             "",
             "| valid traffic | requests | answered correctly | 5xx | dropped | p50 ms | p99 ms |",
             "|---|---|---|---|---|---|---|",
