@@ -462,3 +462,7 @@ def test_labels_inside_a_tflite_are_read_with_a_size_cap(stub, tmp_path):
     stub.format = "tflite"
     with pytest.raises(ModelError, match=r"bomb\.tflite: the labels file labels.txt inside the model is"):
         create_app(stub)
+    from imgclf.inference.classifier import load
+
+    with pytest.raises(ModelError, match=r"the labels file labels.txt inside the model is"):  # predict, evaluate
+        load(path)

@@ -150,6 +150,8 @@ class Classifier:
         data = path.read_bytes()
         try:
             info = read_metadata(data)
+        except ModelError:  # metadata that parses but must not be used (oversized labels)
+            raise
         except Exception:  # not a flatbuffer we can parse: LiteRT gives the better message below
             info = None
         norm = Normalization(info.mean, info.std) if info else Normalization()
