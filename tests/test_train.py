@@ -183,12 +183,13 @@ def test_train_refuses_what_the_doctor_calls_fatal(tmp_path, capsys):
 
     from .conftest import COLORS, make_image
 
+    data = tmp_path / "data"  # --out beside the data: a run inside it is refused on its own
     for i in range(6):
-        make_image(tmp_path / "a" / f"{i}.png", COLORS["red"], seed=i)
-    make_image(tmp_path / "b" / "0.png", COLORS["blue"])
+        make_image(data / "a" / f"{i}.png", COLORS["red"], seed=i)
+    make_image(data / "b" / "0.png", COLORS["blue"])
     for i in range(3):
-        (tmp_path / "b" / f"broken{i}.jpg").write_text("not a jpeg")
-    assert main(["train", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+        (data / "b" / f"broken{i}.jpg").write_text("not a jpeg")
+    assert main(["train", str(data), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "fewer than 2 usable images" in err and "imgclf check" in err
     assert not (tmp_path / "run" / "model.keras").exists()
