@@ -35,7 +35,9 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks conftest.py
 	$(BIN)/lint-imports
 
-# Benchmarks need the Fashion-MNIST source files (Debian package) to write their folders.
+# Benchmarks need the Fashion-MNIST source files (Debian package) to write their folders;
+# real_photos.py needs the real-photo sets built by ../shared/tools/realdata.py (it says how
+# when they are missing, and skips them).
 bench: setup
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
@@ -47,6 +49,7 @@ bench: setup
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/backbones.py
+	$(BIN)/python benchmarks/real_photos.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache
