@@ -73,14 +73,14 @@ def markdown(results: dict, when: str) -> str:
     lines = [
         "## Real photos: accuracy and time per configuration",
         "",
-        f"`benchmarks/real_photos.py`, {when}. Each row is one cold run (own empty cache) of "
+        f"`benchmarks/real_photos.py`, last run {when}. Each row is one cold run (own empty cache) of "
         "`imgclf train DATA` with the options shown; *tutorial* is `benchmarks/tutorial_pipeline.py` "
         "(the backbone on every batch of 10 epochs, 80/20 split of train/). Test accuracy on the "
         "set's own test/ folder; imgclf validates on validation/ where the set has one, else on 20 % "
         "of train/.",
         "",
-        "| set (train images) | configuration | options | test acc | val acc | wall s | x fast's time |",
-        "|---|---|---|---|---|---|---|",
+        "| set (train images) | configuration | options | test acc | val acc | wall s | x fast's time | measured |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for set_name, entry in results["sets"].items():
         fast = entry["rows"].get("fast", {}).get("wall_s")
@@ -89,7 +89,7 @@ def markdown(results: dict, when: str) -> str:
             ratio = f"{row['wall_s'] / fast:.1f}" if fast else "—"
             lines.append(
                 f"| {set_name} ({entry['train_images']}) | {name} | `{options}` | {row['test_accuracy']:.3f} | "
-                f"{row['val_accuracy']:.3f} | {row['wall_s']:.1f} | {ratio} |"
+                f"{row['val_accuracy']:.3f} | {row['wall_s']:.1f} | {ratio} | {row.get('date', '?')} |"
             )
     lines += ["", "Data provenance:", ""]
     for set_name, entry in results["sets"].items():
@@ -113,16 +113,22 @@ def main() -> None:
     if not present:
         return
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    results: dict = {"date": when, "sets": {}}
+    # Rows of configurations not run this time are kept (a fine-tuning row costs half an hour):
+    # each row says when it was measured.
+    saved = RESULTS / "real_photos.json"
+    results: dict = json.loads(saved.read_text()) if saved.exists() else {"sets": {}}
+    results["date"] = when
     with tempfile.TemporaryDirectory(prefix="imgclf-real-") as tmp:
         for set_name in present:
             data = opts.data / set_name
-            entry = {"train_images": _train_images(data), "source": _source(data), "rows": {}}
-            results["sets"][set_name] = entry
+            entry = results["sets"].setdefault(set_name, {"rows": {}})
+            entry.update(train_images=_train_images(data), source=_source(data))
             for name in opts.configs:
-                entry["rows"][name] = run_config(name, data, Path(tmp))
+                entry["rows"][name] = {**run_config(name, data, Path(tmp)), "date": when}
                 print(json.dumps({"set": set_name, "config": name, **entry["rows"][name]}), flush=True)
-    (RESULTS / "real_photos.json").write_text(json.dumps(results, indent=2) + "\n")
+            order = ["tutorial", *CONFIGS]
+            entry["rows"] = {k: entry["rows"][k] for k in sorted(entry["rows"], key=order.index) if k in order}
+    saved.write_text(json.dumps(results, indent=2) + "\n")
     section = markdown(results, when)
     print(section)
     update_section("real_photos", section)

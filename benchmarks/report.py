@@ -34,17 +34,20 @@ def update_section(name: str, body: str, path: Path = ROOT / "BENCHMARKS.md") ->
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     old = path.read_text() if path.exists() else ""
     sections = old[old.index("<!--") :] if "<!--" in old else ""
-    block = f"{begin}\n{body.rstrip()}\n{end}"
+    # Sessions run on different machines: each section says which one it was measured on, and
+    # the header's machine line (that of the oldest tables) is left as it is.
+    block = f"{begin}\n{body.rstrip()}\n\n_Measured on {machine()}._\n{end}"
     if begin in sections:
         sections = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, sections, flags=re.S)
     else:
         sections = (sections.rstrip() + "\n\n" + block).lstrip()
+    first = re.search(r"^Machine: .*?\. ", old, flags=re.M)
     header = (
         "# Benchmarks\n\n"
-        f"Machine: {machine()}. Last updated {dt.date.today().isoformat()}.\n\n"
+        f"{first.group(0) if first else f'Machine: {machine()}. '}Last updated {dt.date.today().isoformat()}.\n\n"
         f"Reproduce every table with one command: `{COMMAND}` (it installs Debian's `dataset-fashion-mnist` "
         "if missing). The machine is shared and noisy (±20 % run to run): compare numbers within one run.\n\n"
     )
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(header + sections + "\n")
+    tmp.write_text(header + sections.rstrip() + "\n")
     os.replace(tmp, path)
