@@ -76,7 +76,7 @@ def _bands(img: Image.Image) -> Iterator[tuple[int, Image.Image]]:
 
 
 def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    img = _grey_to_8bit(img)
+    """8-bit ``img`` (``_grey_to_8bit`` has run) as RGB, transparency composited onto ``background``."""
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
         # Composite, never drop alpha: pixels under transparent areas are arbitrary. Band by
         # band (compositing is per pixel: the same result), so a large image needs its RGB
@@ -107,6 +107,12 @@ def _open(source: str | Path | bytes | np.ndarray, formats: tuple[str, ...] | No
     return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=formats)
 
 
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    limit = min(max_pixels, MAX_PIXELS)
+    if width * height > limit:
+        raise DecodeError(f"too large ({width}x{height} pixels, limit {limit})")
+
+
 @contextlib.contextmanager
 def _opened(
     source: str | Path | bytes | np.ndarray,
@@ -118,10 +124,7 @@ def _opened(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with _open(source, formats) as img:
-                if img.width * img.height > min(max_pixels, MAX_PIXELS):
-                    raise DecodeError(
-                        f"too large ({img.width}x{img.height} pixels, limit {min(max_pixels, MAX_PIXELS)})"
-                    )
+                _check_pixels(img.width, img.height, max_pixels)
                 yield img
     except DecodeError:
         raise
@@ -202,8 +205,7 @@ def image_size(
         and len(source) >= 24
     ):
         width, height = int.from_bytes(source[16:20], "big"), int.from_bytes(source[20:24], "big")
-        if width * height > min(max_pixels, MAX_PIXELS):
-            raise DecodeError(f"too large ({width}x{height} pixels, limit {min(max_pixels, MAX_PIXELS)})")
+        _check_pixels(width, height, max_pixels)
         return width, height
     with _opened(source, max_pixels, formats) as img:
         return img.width, img.height
