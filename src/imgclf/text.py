@@ -57,3 +57,15 @@ def name_problem(name: str) -> str | None:
     if name != name.strip():
         return "it starts or ends with white space"
     return None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none): the cause
+    of a failure in one line, whatever a library put after it.
+
+    Example
+    -------
+    >>> first_line(RuntimeError("converter exploded\\nstack..."))
+    'converter exploded'
+    """
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
+from ..text import first_line
 from .registry import PRETRAINED, RANDOM, load_weights_file, register
 
 _BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -33,7 +34,7 @@ def _fetch(name: str, file: str, url: str) -> Path:
         return Path(keras.utils.get_file(file, url, cache_subdir="models"))
     except Exception as exc:  # no network, proxy, disk: Keras raises plain Exception
         # "URL fetch failure on <url>: None -- [Errno -2] Name or service not known": keep the cause.
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(" -- ")[-1]
+        why = first_line(exc).split(" -- ")[-1]
         raise WeightsError(
             f"{name}: ImageNet weights {file} are not available offline and could not be downloaded ({why}); "
             f"download {url} elsewhere and pass --weights /path/to/{file} (or --weights none to train from scratch)"

@@ -23,6 +23,7 @@ from ..fileio import atomic_path
 from ..litert.convert import tflite_converter
 from ..litert.interpreter import LiteRTModel
 from ..paths import cache_dir
+from ..text import first_line
 from ..versions import package_version
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
@@ -99,8 +100,7 @@ def embedding_function(
                 try:
                     fn, name = litert_extractor(features, key), "litert"
                 except Exception as exc:  # any converter/runtime failure: TensorFlow still works
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    warn(f"LiteRT could not run this backbone ({first}); using TensorFlow (slower)")
+                    warn(f"LiteRT could not run this backbone ({first_line(exc)}); using TensorFlow (slower)")
             chosen.append(fn)
             choice.name, choice.seconds = name, time.perf_counter() - started
         return chosen[0](images)

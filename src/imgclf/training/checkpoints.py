@@ -22,6 +22,7 @@ import numpy as np
 from .._keras import keras
 from ..fileio import atomic_path, write_json
 from ..progress import Reporter
+from ..text import first_line
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -81,7 +82,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             try:
                 model.load_weights(self.folder / name)
             except (OSError, ValueError) as exc:  # h5py: truncated or empty file
-                self.warn(f"checkpoint {self.folder / name} is damaged ({_first_line(exc)}): skipped")
+                self.warn(f"checkpoint {self.folder / name} is damaged ({first_line(exc)}): skipped")
                 continue
             if epoch != int(state["epoch"]) and not state.get("done"):
                 # Back to the best epoch: what came after it is trained again. (A finished
@@ -128,7 +129,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 model.load_weights(self.folder / self.state["best_file"])
             except (OSError, ValueError) as exc:
                 damaged = self.folder / self.state["best_file"]
-                self.warn(f"checkpoint {damaged} is damaged ({_first_line(exc)}): keeping the last epoch's weights")
+                self.warn(f"checkpoint {damaged} is damaged ({first_line(exc)}): keeping the last epoch's weights")
         self.done = self.state["done"] = True
         self._save(model)
         return self.history
@@ -157,7 +158,3 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for old in self.folder.iterdir():
             if old.name not in keep and not old.name.startswith("."):
                 old.unlink(missing_ok=True)
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
