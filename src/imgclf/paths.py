@@ -17,6 +17,8 @@ from pathlib import Path
 
 import platformdirs
 
+from .fileio import unwritable_folder
+
 _problems: dict[Path, str] = {}
 
 
@@ -27,21 +29,20 @@ def _configured() -> Path:
 
 @functools.cache
 def _usable(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        # A real write: os.access answers yes to root whatever the filesystem says.
-        with tempfile.TemporaryFile(dir=path):
-            pass
-        return path
-    except OSError as exc:
-        fallback = Path(tempfile.mkdtemp(prefix="imgclf-cache-"))
-        atexit.register(shutil.rmtree, fallback, ignore_errors=True)
-        _problems[path] = (
-            f"the cache folder {path} is not writable ({exc.strerror or exc}): working without a "
-            "cache, so weights are converted and every image is embedded again on each run; "
-            "set $IMGCLF_CACHE to a writable folder"
-        )
-        return fallback
+    problem = unwritable_folder(path)
+    if problem is None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+    fallback = Path(tempfile.mkdtemp(prefix="imgclf-cache-"))
+    atexit.register(shutil.rmtree, fallback, ignore_errors=True)
+    _problems[path] = (
+        f"the cache folder {path} is not writable ({problem}): working without a cache, so weights are "
+        "converted and every image is embedded again on each run; set $IMGCLF_CACHE to a writable folder"
+    )
+    return fallback
 
 
 def cache_dir() -> Path:
