@@ -486,6 +486,15 @@ def abuse_markdown(s: dict, when: str) -> str:
     ) + "\n"
 
 
+def _publish(name: str, summary: dict, section: str, when: str) -> bool:
+    """Print a mix's results, write them to results/NAME.json and BENCHMARKS.md; True if a target failed."""
+    print(json.dumps(summary, indent=2))
+    print(section)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"date": when, "machine": machine(), **summary}, indent=2) + "\n")
+    update_section(name, section)
+    return "FAIL" in section
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
@@ -508,24 +517,10 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
         summary = summarize(results, seconds, offline, args.concurrency)
-        section = markdown(summary, when)
-        print(json.dumps(summary, indent=2))
-        print(section)
-        (RESULTS / "serve_load.json").write_text(
-            json.dumps({"date": when, "machine": machine(), **summary}, indent=2) + "\n"
-        )
-        update_section("serve_load", section)
-        failed += ["load"] if "FAIL" in section else []
+        failed += ["load"] if _publish("serve_load", summary, markdown(summary, when), when) else []
     if args.mix in ("abuse", "both"):
         summary = run_abuse(images, offline, args.abuse_requests, args.concurrency)
-        section = abuse_markdown(summary, when)
-        print(json.dumps(summary, indent=2))
-        print(section)
-        (RESULTS / "serve_abuse.json").write_text(
-            json.dumps({"date": when, "machine": machine(), **summary}, indent=2) + "\n"
-        )
-        update_section("serve_abuse", section)
-        failed += ["abuse"] if "FAIL" in section else []
+        failed += ["abuse"] if _publish("serve_abuse", summary, abuse_markdown(summary, when), when) else []
     if failed:
         raise SystemExit(f"serve {' and '.join(failed)} test failed: see the tables above")
 
