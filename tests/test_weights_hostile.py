@@ -306,6 +306,16 @@ def test_a_view_past_the_end_of_its_storage_is_refused(tmp_path):
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+
+def _assert_one_line_error(path, *words):
+    """Loading ``path`` raises a one-line WeightsError naming the file and holding ``words``."""
+    with pytest.raises(WeightsError) as err:
+        load_legacy_state_dict(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message, message
+    for word in words:
+        assert word in message, message
+
 @pytest.mark.parametrize(
     "tensor, words",
     [
@@ -325,12 +335,7 @@ def test_a_view_past_the_end_of_its_storage_is_refused(tmp_path):
 )
 def test_bad_sizes_strides_and_offsets_name_the_tensor(tmp_path, tensor, words):
     path = write(tmp_path, checkpoint({"layer.bias": tensor}, {"0": np.arange(10, dtype="<f4")}))
-    with pytest.raises(WeightsError) as err:
-        load_legacy_state_dict(path)
-    message = str(err.value)
-    assert "\n" not in message and str(path) in message and "'layer.bias'" in message, message
-    for word in words:
-        assert word in message, message
+    _assert_one_line_error(path, "'layer.bias'", *words)
 
 
 def test_every_view_the_format_allows_loads_exactly(tmp_path):
@@ -453,12 +458,7 @@ def test_the_new_zip_format_says_how_to_resave(tmp_path):
 def test_oddly_shaped_files_are_one_line_weights_errors(tmp_path, kwargs, words):
     storages = {"0": np.ones(4, "<f4")}
     path = write(tmp_path, checkpoint({"w": Tensor("0", (2,))}, storages, **kwargs))
-    with pytest.raises(WeightsError) as err:
-        load_legacy_state_dict(path)
-    message = str(err.value)
-    assert "\n" not in message and str(path) in message and "torch.save" in message, message
-    for word in words:
-        assert word in message, message
+    _assert_one_line_error(path, "torch.save", *words)
 
 
 def test_a_code_running_pickle_is_still_refused_as_a_weights_error(tmp_path):
