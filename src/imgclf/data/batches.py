@@ -40,7 +40,8 @@ Source = Path | np.ndarray
 MAX_FILE_BYTES = 512 << 20
 
 
-def _read_capped(path: Path) -> bytes:
+def read_capped(path: Path) -> bytes:
+    """A file's bytes, refused (``DecodeError``) beyond ``MAX_FILE_BYTES``. Example: ``read_capped(Path("cat.jpg"))``."""
     with open(path, "rb") as f:
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
@@ -55,7 +56,7 @@ def _decode(
         if digest and not isinstance(source, np.ndarray):
             # Hash the very bytes that are decoded: a file rewritten between two reads must
             # never have its new pixels stored under its old content's hash.
-            data = _read_capped(source)
+            data = read_capped(source)
             return decode_image(data, size, background), None, hashlib.sha256(data).hexdigest()
         return decode_image(source, size, background), None, None
     except DecodeError as exc:

@@ -147,6 +147,7 @@ def decode_image(
     *,
     max_pixels: int = MAX_PIXELS,
     formats: tuple[str, ...] | None = None,
+    within: int | None = None,
 ) -> np.ndarray:
     """Decode an image (file, bytes or uint8 array) to ``(H, W, 3)`` uint8 RGB, optionally resized to ``size``.
 
@@ -155,7 +156,9 @@ def decode_image(
     frame. Resizing squashes to a square with bilinear filtering, as ``tf.image.resize``
     and on-device image pipelines do. An image of more than ``max_pixels`` (at most Pillow's
     bomb limit) is refused from its header; ``formats`` (Pillow names, e.g. ``IMAGE_FORMATS``)
-    limits the decoders tried. Raises ``DecodeError`` with a short reason.
+    limits the decoders tried. Without ``size``, ``within`` scales a larger image down,
+    keeping its aspect, until its shorter side is ``within`` (the source of augmented views).
+    Raises ``DecodeError`` with a short reason.
 
     Example
     -------
@@ -163,8 +166,9 @@ def decode_image(
     (224, 224, 3)
     """
     with _opened(source, max_pixels, formats) as img:
-        if size and img.format == "JPEG":
-            img.draft("RGB", (size, size))  # decode at a reduced scale that is still >= size
+        if (size or within) and img.format == "JPEG":
+            side = size or within
+            img.draft("RGB", (side, side))  # decode at a reduced scale that is still >= side
         img.seek(0)
         img = ImageOps.exif_transpose(img) or img
         if img.width < 1 or img.height < 1:
@@ -177,6 +181,9 @@ def decode_image(
         img = _to_rgb(img, background)
     if size and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
+    elif not size and within and min(img.size) > within:
+        scale = within / min(img.size)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 
 

@@ -14,8 +14,11 @@ from .. import backbones
 from ..data.color import is_rgb, parse_color
 from ..errors import UsageError
 from ..options import Rule, fraction, option, parse_given, positive, validate_options, whole
+from .presets import DEFAULT_PRESET, PRESET_OPTIONS, PRESETS, preset_values
 
 AUGMENT = ("light", "strong", "off")
+# Each view costs one backbone pass per training image: beyond 16 the head stops gaining.
+MAX_VIEWS = 16
 
 
 def _is_fine_tune(value: str) -> bool:
@@ -38,8 +41,15 @@ class TrainConfig:
     """
 
     data: str = option(help="Folder of class subfolders (or train/ val/ test/).", argument=True, required=False)
-    backbone: str = option(
-        "efficientnet_lite0", "Backbone (see `imgclf models`).", aliases=("--model",), metavar="NAME"
+    preset: str = option(
+        DEFAULT_PRESET,
+        "Accuracy preset: fast (the head on one embedding per image), balanced (+ augmented views), "
+        "best (+ fine-tuning). Options given as well override it.",
+        choices=tuple(PRESETS),
+    )
+    # None: the preset's value (filled in by __post_init__, so a config always holds values).
+    backbone: str | None = option(
+        None, "Backbone (see `imgclf models`; default: the preset's).", aliases=("--model",), metavar="NAME"
     )
     input_size: int | None = option(None, "Input size in pixels (default: the backbone's).", rule=Rule(
         lambda v: 32 <= v <= 1024, "a size in pixels from 32 to 1024"))
@@ -72,9 +82,16 @@ class TrainConfig:
     weights: str = option(
         "imagenet", "imagenet (pretrained), none (train from scratch) or a weights file for the backbone."
     )
-    fine_tune: str = option(
-        "off",
-        "Stage 2 on images: off, auto (when >= 50 images per class) or a fraction of blocks, e.g. 0.3.",
+    views: int | None = option(
+        None,
+        "Augmented views (crop, flip, colour) per training image embedded for the head; 0: none "
+        "(default: the preset's).",
+        rule=Rule(lambda v: 0 <= v <= MAX_VIEWS, f"a whole number from 0 to {MAX_VIEWS}"),
+    )
+    fine_tune: str | None = option(
+        None,
+        "Stage 2 on images: off, auto (when >= 50 images per class) or a fraction of blocks, e.g. 0.3 "
+        "(default: the preset's).",
         rule=Rule(_is_fine_tune, "auto, off or a fraction of blocks in (0, 1], e.g. 0.3"),
     )
     augment: str = option(
@@ -89,6 +106,21 @@ class TrainConfig:
         parse_given(self)
         if isinstance(self.background, list):  # JSON gives a list
             self.background = tuple(self.background)  # type: ignore[assignment]
+        if self.preset in PRESETS:  # an unknown preset is validate()'s one-line error
+            for name, value in preset_values(self.preset).items():
+                if getattr(self, name) is None:
+                    setattr(self, name, value)
+
+    def with_preset(self, preset: str, keep: set[str] = frozenset()) -> TrainConfig:
+        """This config with ``preset``'s values, except the options named in ``keep``.
+
+        Example
+        -------
+        >>> TrainConfig(data="photos").with_preset("balanced").views
+        4
+        """
+        cleared = {name: getattr(self, name) if name in keep else None for name in PRESET_OPTIONS}
+        return dataclasses.replace(self, preset=preset, **cleared)
 
     def validate(self) -> TrainConfig:
         """Raise ``UsageError`` naming the first option with an unusable value; returns self."""
@@ -191,6 +223,8 @@ class TrainConfig:
         else:
             base, record = cls.from_file(config)
             base.out = None  # a new run directory, unless out is given
+        if "preset" in options:  # another preset: its values, except for the options given
+            base = base.with_preset(options["preset"], keep=set(options))
         changed = dataclasses.replace(base, **options)
         if data is not None:
             changed.data = str(data)

@@ -1,0 +1,34 @@
+"""Accuracy presets: named sets of the options that trade training time for accuracy.
+
+A preset only fills in the options a user left out, and the run's ``config.json`` records
+the filled-in values, so ``--config`` repeats a preset run exactly even if a later imgclf
+changes what the preset means. The choices and their measured accuracy and time on real
+photos are in README ("Presets") and BENCHMARKS.md ("Real photos").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Every preset gives every option in PRESET_OPTIONS.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The head on one embedding per image: the 1000/class speed benchmark's configuration.
+    "fast": {"backbone": "efficientnet_lite0", "views": 0, "fine_tune": "off"},
+    # Four augmented views per training image, embedded once (and cached) for the head.
+    "balanced": {"backbone": "efficientnet_lite0", "views": 4, "fine_tune": "off"},
+    # Fine-tuning the top of the backbone on images after the head.
+    "best": {"backbone": "efficientnet_lite0", "views": 0, "fine_tune": "auto"},
+}
+DEFAULT_PRESET = "fast"
+PRESET_OPTIONS = tuple(PRESETS[DEFAULT_PRESET])
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The options preset ``name`` stands for.
+
+    Example
+    -------
+    >>> preset_values("balanced")["views"]
+    4
+    """
+    return dict(PRESETS[name])

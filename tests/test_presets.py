@@ -1,0 +1,85 @@
+"""Accuracy presets: what each one fills in, that options given win, that config.json holds
+the expanded options, and each preset trained on the sample."""
+
+import json
+
+import numpy as np
+import pytest
+
+import imgclf
+from imgclf.data.decode import decode_image
+from imgclf.errors import UsageError
+from imgclf.progress import Reporter
+from imgclf.training.config import TrainConfig
+from imgclf.training.presets import PRESET_OPTIONS, PRESETS
+
+from .conftest import SAMPLE
+
+
+def test_every_preset_gives_every_preset_option():
+    for name, values in PRESETS.items():
+        assert set(values) == set(PRESET_OPTIONS), name
+
+
+def test_a_preset_fills_in_only_the_options_left_out():
+    assert TrainConfig(data="d").views == 0 and TrainConfig(data="d").fine_tune == "off"
+    assert TrainConfig(data="d", preset="balanced").views == PRESETS["balanced"]["views"] > 0
+    assert TrainConfig(data="d", preset="balanced", views=0).views == 0
+    assert TrainConfig(data="d", preset="best").fine_tune == "auto"
+    assert TrainConfig(data="d", preset="best", fine_tune="0.5").fine_tune == "0.5"
+
+
+def test_an_unknown_preset_or_view_count_is_a_one_line_error():
+    with pytest.raises(UsageError, match=r"--preset turbo: unknown; choose from fast, balanced, best"):
+        TrainConfig(data="d", preset="turbo").validate()
+    with pytest.raises(UsageError, match=r"--views 99: must be a whole number from 0 to 16"):
+        TrainConfig(data="d", views=99).validate()
+
+
+def test_another_preset_over_a_saved_config_keeps_the_options_given(tmp_path):
+    saved = tmp_path / "config.json"
+    base = TrainConfig(data=str(SAMPLE), preset="balanced", epochs=7)
+    saved.write_text(json.dumps({"options": base.to_dict()}))
+    best, _ = TrainConfig.resolve(config=saved, preset="best", views=2)
+    assert (best.preset, best.fine_tune, best.views, best.epochs) == ("best", "auto", 2, 7)
+    same, _ = TrainConfig.resolve(config=saved)
+    assert (same.preset, same.views, same.fine_tune) == ("balanced", base.views, "off")
+
+
+@pytest.fixture(scope="module")
+def balanced_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "balanced"
+    return imgclf.train(SAMPLE, preset="balanced", out=str(out), reporter=Reporter(quiet=True))
+
+
+def test_balanced_trains_on_views_and_records_its_options(balanced_run, trained_run):
+    views = PRESETS["balanced"]["views"]
+    train_images = len(json.loads((balanced_run.run_dir / "config.json").read_text())["splits"]["train"])
+    metrics = balanced_run.metrics
+    assert metrics["views_embedded"] + metrics["views_from_cache"] == views * train_images
+    assert metrics["timing_seconds"]["views"] > 0
+    options = json.loads((balanced_run.run_dir / "config.json").read_text())["options"]
+    assert {k: options[k] for k in PRESET_OPTIONS} == PRESETS["balanced"] and options["preset"] == "balanced"
+    # 28-pixel grey thumbnails are the views' worst case (every crop is an upscaled blur):
+    # they must still not cost more than a few points on the sample.
+    assert metrics["test"]["accuracy"] >= trained_run.metrics["test"]["accuracy"] - 0.05
+    assert metrics["test"]["accuracy"] >= 0.75
+
+
+def test_repeating_a_balanced_run_reuses_every_view_and_gives_the_same_model(balanced_run, tmp_path):
+    again = imgclf.train(
+        config=balanced_run.run_dir / "config.json", out=str(tmp_path / "again"), reporter=Reporter(quiet=True)
+    )
+    assert again.metrics["views_embedded"] == 0 and again.metrics["images_embedded"] == 0
+    assert again.metrics["views_from_cache"] == balanced_run.metrics["views_from_cache"] + balanced_run.metrics["views_embedded"]
+    images = np.stack([decode_image(p, 224) for p in sorted((SAMPLE / "test").rglob("*.png"))[:16]])
+    assert np.allclose(again.model.predict_on_batch(images), balanced_run.model.predict_on_batch(images), atol=1e-6)
+
+
+def test_best_on_the_sample_says_why_fine_tuning_is_skipped(tmp_path):
+    # The sample has 32 training images per class, under the 50 that --fine-tune auto wants.
+    result = imgclf.train(SAMPLE, preset="best", out=str(tmp_path / "best"), reporter=Reporter(quiet=True))
+    stage = result.metrics["stages"]["fine_tune"]
+    assert stage["status"] == "skipped" and "images per class" in stage["reason"]
+    options = json.loads((result.run_dir / "config.json").read_text())["options"]
+    assert options["preset"] == "best" and options["fine_tune"] == "auto"
