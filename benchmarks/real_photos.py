@@ -30,8 +30,10 @@ REALDATA = Path(os.environ.get("REALDATA_OUT", "/tmp/realdata"))
 SETS = ("clothing_small", "flowers5")
 # name -> the `imgclf train` options that make it. "tutorial" is the reference pipeline.
 CONFIGS: dict[str, list[str]] = {
-    "fast": [],  # today's default: head on cached embeddings
-    "fine_tune_auto": ["--fine-tune", "auto"],
+    "fast": [],  # the default (--preset fast): the head on cached embeddings
+    "balanced": ["--preset", "balanced"],
+    "best": ["--preset", "best"],
+    "fine_tune_auto": ["--fine-tune", "auto"],  # the fine-tuning of imgclf before the presets
 }
 HOW_TO_BUILD = (
     "fetch github:alexeygrigorev/clothing-dataset-small and github:Oldpel/flower_photos (the search "

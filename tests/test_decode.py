@@ -280,3 +280,22 @@ def test_within_scales_the_shorter_side_down_and_keeps_the_aspect(tmp_path):
     assert decode_image(tmp_path / "wide.png", within=100).shape == (100, 267, 3)
     assert decode_image(big, within=120).shape == (120, 120, 3)  # a JPEG: decoded at reduced scale first
     assert decode_image(tmp_path / "wide.png", within=500).shape == (150, 400, 3)  # never scaled up
+
+
+def test_crop_keeps_the_centred_square_and_squash_the_whole_image(tmp_path):
+    # A wide image: red left quarter, blue right quarter, green middle half.
+    arr = np.zeros((100, 200, 3), np.uint8)
+    arr[:, :50] = (255, 0, 0)
+    arr[:, 50:150] = (0, 255, 0)
+    arr[:, 150:] = (0, 0, 255)
+    path = _save(Image.fromarray(arr), tmp_path / "wide.png")
+    cropped = decode_image(path, 20, resize="crop")
+    squashed = decode_image(path, 20)
+    assert cropped.shape == squashed.shape == (20, 20, 3)
+    # Only the green middle (bilinear filtering reads a pixel past the square's edges).
+    assert (cropped[:, 1:-1] == (0, 255, 0)).all() and cropped[..., 1].min() >= 200
+    assert squashed[10, 0, 0] == 255 and squashed[10, -1, 2] == 255  # both ends, stretched
+    grey = _save(Image.fromarray(arr[..., 1]), tmp_path / "grey.png")  # grey is resized on its own path
+    assert (decode_image(grey, 20, resize="crop")[:, 1:-1] == 255).all()
+    with pytest.raises(ValueError, match="resize 'fill'"):
+        decode_image(path, 20, resize="fill")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import backbones
 from .data.color import WHITE
+from .data.decode import RESIZE_POLICIES, SQUASH
 from .errors import ModelError, UsageError
 from .fileio import remove_leftovers, try_lock, unwritable_folder, write_json, write_text
 from .versions import library_versions
@@ -241,6 +242,10 @@ class RunDir:
         except (TypeError, ValueError):
             return WHITE
 
+    def resize(self) -> str:
+        """How images were made square in training (``decode_image``'s ``resize``); squash if unknown."""
+        return _resize_policy(self.read_options())
+
     # --- writing -------------------------------------------------------------------------
     def write_record(self, record: dict[str, Any]) -> Path:
         return write_json(self.config_file, record)
@@ -270,6 +275,7 @@ class RunRecord:
         self.input_size: int = int(raw["backbone"]["input_size"])
         background = self.options.get("background", WHITE)
         self.background: tuple[int, int, int] = (int(background[0]), int(background[1]), int(background[2]))
+        self.resize: str = _resize_policy(self.options)
         self.classes: list[str] = list(raw.get("classes", []))
         self.root = Path(raw["dataset"]["root"]) if "dataset" in raw else None
         index = {c: i for i, c in enumerate(self.classes)}
@@ -394,6 +400,15 @@ def make_record(
         }
     )
     return record
+
+
+def _resize_policy(options: dict[str, Any]) -> str:
+    """A run's resize policy; runs from before the option squashed. A value this imgclf does
+    not know is an error, not a guess: the model would be fed images it was not trained on."""
+    resize = options.get("resize", SQUASH)
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize {str(resize)[:40]!r} is not one of {', '.join(RESIZE_POLICIES)}")
+    return str(resize)
 
 
 def _what(exc: Exception) -> str:

@@ -176,7 +176,8 @@ def label_issues(run: str | Path, *, reporter: Reporter | None = None) -> LabelI
         raise DataError(f"{record.root}: the run's data folder is gone; label issues need the images")
     weights = record.options.get("weights", backbones.PRETRAINED)  # the run's own backbone weights
     embedded, _ = embed_images(
-        [p for p, _ in rows], backbones.get(record.backbone), record.input_size, record.background, reporter, weights=weights
+        [p for p, _ in rows], backbones.get(record.backbone), record.input_size, record.background, reporter,
+        weights=weights, resize=record.resize,
     )
     kept = [row for row, ok in zip(rows, embedded.ok) if ok]
     labels = np.array([y for _, y in kept])

@@ -149,7 +149,9 @@ def _embed(config, backbone, size, dataset: Dataset, digests, reporter: Reporter
     setup_started = time.perf_counter()
     keras_seed(config.seed)  # imports TensorFlow; --weights none: the same random backbone every time
     paths = [p for s in dataset.splits.values() for p in s.paths]
-    result, features = embed_images(paths, backbone, size, config.background, reporter, digests, config.weights)
+    result, features = embed_images(
+        paths, backbone, size, config.background, reporter, digests, config.weights, config.resize
+    )
     timing["backbone"] = result.seconds  # the pass itself, not building the model
     timing["model_setup"] = time.perf_counter() - setup_started - result.seconds  # TensorFlow import + build
     timing["engine_conversion"] = result.engine_seconds
@@ -223,7 +225,7 @@ def _fit_and_save(config, backbone, size, features, dataset, vectors, embedded, 
     if report_split:
         shown = vectors[report_split]
         metrics["full_model_check"] = _full_model_check(
-            fitted.model, shown.paths[:8], fitted.probs[report_split][:8], config.background
+            fitted.model, shown.paths[:8], fitted.probs[report_split][:8], config.background, config.resize
         )
     with atomic_path(run.model_file) as tmp:
         fitted.model.save(tmp)
@@ -274,12 +276,12 @@ def _training_summary(fitted, embedded, classes, report_split, timing, started) 
     }
 
 
-def _full_model_check(model, paths: list[Path], head_probs: np.ndarray, background) -> dict[str, Any]:
+def _full_model_check(model, paths: list[Path], head_probs: np.ndarray, background, resize) -> dict[str, Any]:
     """Prove the saved model (image in) computes what was evaluated (embeddings -> head)."""
     from ..data.batches import run_batches
 
     probs, errors = run_batches(
-        model.predict_on_batch, paths, model.input_shape[1], background, batch_size=len(paths) or 1
+        model.predict_on_batch, paths, model.input_shape[1], background, batch_size=len(paths) or 1, resize=resize
     )
     ok = [i for i in range(len(paths)) if i not in errors]
     max_diff = float(np.abs(probs[ok] - head_probs[ok]).max()) if ok else 0.0

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..fileio import default_workers
 from .color import WHITE
-from .decode import DecodeError, decode_image
+from .decode import SQUASH, DecodeError, decode_image
 
 
 @dataclass
@@ -50,15 +50,15 @@ def read_capped(path: Path) -> bytes:
 
 
 def _decode(
-    source: Source, size: int, background: tuple[int, int, int], digest: bool = False
+    source: Source, size: int, background: tuple[int, int, int], digest: bool = False, resize: str = SQUASH
 ) -> tuple[np.ndarray | None, str | None, str | None]:
     try:
         if digest and not isinstance(source, np.ndarray):
             # Hash the very bytes that are decoded: a file rewritten between two reads must
             # never have its new pixels stored under its old content's hash.
             data = read_capped(source)
-            return decode_image(data, size, background), None, hashlib.sha256(data).hexdigest()
-        return decode_image(source, size, background), None, None
+            return decode_image(data, size, background, resize=resize), None, hashlib.sha256(data).hexdigest()
+        return decode_image(source, size, background, resize=resize), None, None
     except DecodeError as exc:
         return None, str(exc), None
     except OSError as exc:
@@ -73,10 +73,11 @@ def decoded_batches(
     workers: int | None = None,
     ahead: int = 3,
     digest: bool = False,
+    resize: str = SQUASH,
 ) -> Iterator[Batch]:
     """Yield ``Batch``es of decoded, resized images (files or uint8 arrays) in input order;
     failures are reported, not raised. ``digest=True`` also gives the SHA-256 of each file
-    as it was decoded (``Batch.digests``).
+    as it was decoded (``Batch.digests``); ``resize`` is ``decode_image``'s.
 
     Example
     -------
@@ -90,7 +91,7 @@ def decoded_batches(
 
         def refill() -> None:
             while len(pending) < ahead and (chunk := next(chunks, None)) is not None:
-                pending.append((chunk, [pool.submit(_decode, sources[i], size, background, digest) for i in chunk]))
+                pending.append((chunk, [pool.submit(_decode, sources[i], size, background, digest, resize) for i in chunk]))
 
         refill()
         while pending:
@@ -112,6 +113,7 @@ def run_batches(
     batch_size: int = 32,
     width: int = 0,
     progress: Callable[[int], None] | None = None,
+    resize: str = SQUASH,
 ) -> tuple[np.ndarray, dict[int, str]]:
     """``fn`` (uint8 ``(n, size, size, 3)`` -> ``(n, k)``) over every decodable source, in input order.
 
@@ -125,7 +127,7 @@ def run_batches(
     """
     out = np.full((len(sources), width), np.nan, np.float32) if width else None
     errors: dict[int, str] = {}
-    for batch in decoded_batches(sources, size, batch_size, background):
+    for batch in decoded_batches(sources, size, batch_size, background, resize=resize):
         errors.update(batch.errors)
         if batch.indices:
             values = np.asarray(fn(batch.images), np.float32)

@@ -26,6 +26,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 # The Pillow formats of those extensions: what ``imgclf serve`` opens (``formats=``), so bytes
 # from a client never reach Pillow's other, less exercised decoders (TIFF, PSD, EPS, ...).
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
+# How an image becomes the square input: stretched whole (the tutorial's and TFLite Model
+# Maker's way), or its centred square kept, at the image's own aspect (torchvision's and
+# Ultralytics' evaluation crop).
+SQUASH, CROP = "squash", "crop"
+RESIZE_POLICIES = (SQUASH, CROP)
 # Pillow's own bomb limit: larger images are refused before their pixels are decoded,
 # so a 40000x40000 PNG header costs nothing.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -148,13 +153,15 @@ def decode_image(
     max_pixels: int = MAX_PIXELS,
     formats: tuple[str, ...] | None = None,
     within: int | None = None,
+    resize: str = SQUASH,
 ) -> np.ndarray:
     """Decode an image (file, bytes or uint8 array) to ``(H, W, 3)`` uint8 RGB, optionally resized to ``size``.
 
     EXIF orientation is applied; every mode (palette, RGBA, LA, CMYK, 16-bit, grayscale) is
     converted to RGB, transparency composited onto ``background``; GIFs give their first
     frame. Resizing squashes to a square with bilinear filtering, as ``tf.image.resize``
-    and on-device image pipelines do. An image of more than ``max_pixels`` (at most Pillow's
+    and on-device image pipelines do, or with ``resize="crop"`` resizes the centred square
+    of the image (the longer side's ends are cut off). An image of more than ``max_pixels`` (at most Pillow's
     bomb limit) is refused from its header; ``formats`` (Pillow names, e.g. ``IMAGE_FORMATS``)
     limits the decoders tried. Without ``size``, ``within`` scales a larger image down,
     keeping its aspect, until its shorter side is ``within`` (the source of augmented views).
@@ -177,14 +184,25 @@ def decode_image(
         if size and img.mode == "L":
             # Grey is resized before it becomes three equal channels: bilinear resizing works
             # on each channel alone, so the pixels are the same, for a third of the work.
-            img = img.resize((size, size), Image.Resampling.BILINEAR)
+            img = _square(img, size, resize)
         img = _to_rgb(img, background)
     if size and img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
+        img = _square(img, size, resize)
     elif not size and within and min(img.size) > within:
         scale = within / min(img.size)
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
+
+
+def _square(img: Image.Image, size: int, resize: str) -> Image.Image:
+    box = None
+    if resize == CROP:
+        side = min(img.size)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        box = (left, top, left + side, top + side)
+    elif resize != SQUASH:
+        raise ValueError(f"resize {resize!r}: expected one of {RESIZE_POLICIES}")
+    return img.resize((size, size), Image.Resampling.BILINEAR, box=box)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

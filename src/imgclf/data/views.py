@@ -47,11 +47,13 @@ def source_side(size: int) -> int:
     return round(size * SOURCE_SCALE)
 
 
-def augmented_view(image: np.ndarray, size: int, digest: str, seed: int, index: int) -> np.ndarray:
+def augmented_view(
+    image: np.ndarray, size: int, digest: str, seed: int, index: int, area: tuple[float, float] = _AREA
+) -> np.ndarray:
     """View ``index`` (1, 2, ...) of a decoded ``(H, W, 3)`` uint8 image as a ``(size, size, 3)``
-    uint8 input: a random crop of 50-100 % of the area (aspect 3:4 to 4:3), flipped half the
-    time, brightness, contrast and saturation each within +-15 %. ``digest`` (the file's
-    SHA-256) with ``seed`` and ``index`` fixes the randomness.
+    uint8 input: a random crop of 50-100 % of the area (``area``; aspect 3:4 to 4:3), flipped
+    half the time, brightness, contrast and saturation each within +-15 %. ``digest`` (the
+    file's SHA-256) with ``seed`` and ``index`` fixes the randomness.
 
     Example
     -------
@@ -61,7 +63,7 @@ def augmented_view(image: np.ndarray, size: int, digest: str, seed: int, index: 
     """
     rng = np.random.default_rng([int(digest[:16], 16), seed, index])
     height, width = image.shape[:2]
-    area = width * height * rng.uniform(*_AREA)
+    area = width * height * rng.uniform(*area)
     ratio = math.exp(rng.uniform(math.log(_RATIO[0]), math.log(_RATIO[1])))
     crop_w = min(width, max(1, round(math.sqrt(area * ratio))))
     crop_h = min(height, max(1, round(math.sqrt(area / ratio))))

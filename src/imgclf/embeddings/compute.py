@@ -15,6 +15,7 @@ import numpy as np
 
 from ..data.batches import decoded_batches
 from ..data.color import WHITE
+from ..data.decode import SQUASH
 from ..fileio import digest_files
 from .cache import EmbeddingCache, SafeCache
 
@@ -47,13 +48,15 @@ def compute_embeddings(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     digested: dict[Path, tuple[str | None, str | None]] | None = None,
+    resize: str = SQUASH,
 ) -> EmbeddingResult:
     """Embed ``paths`` with ``embed_batch`` (uint8 ``(n, size, size, 3)`` -> ``(n, F)``).
 
     Cached vectors are reused; the rest are decoded in a thread pool (Pillow releases the
     GIL while decoding) a few batches ahead of the backbone, so memory holds only those
     batches, never all images. Unusable files are reported in ``errors``, never raised.
-    ``progress(n)`` is called as images are done; ``digested`` reuses ``digest_files`` output.
+    ``progress(n)`` is called as images are done; ``digested`` reuses ``digest_files`` output;
+    ``resize`` is ``decode_image``'s (``key`` must name it).
 
     Example
     -------
@@ -82,7 +85,9 @@ def compute_embeddings(
     items = list(todo.items())
     failed_digests: dict[str, str] = {}
     computed = 0
-    for batch in decoded_batches([p for _, p in items], size, batch_size, background, workers, digest=True):
+    for batch in decoded_batches(
+        [p for _, p in items], size, batch_size, background, workers, digest=True, resize=resize
+    ):
         failed_digests.update({items[i][0]: err for i, err in batch.errors.items()})
         if batch.indices:
             vecs = np.asarray(embed_batch(batch.images), dtype=np.float32)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import backbones
-from ..data.decode import DECODE_VERSION
+from ..data.decode import DECODE_VERSION, SQUASH
 from ..paths import cache_dir, cache_problem
 from ..progress import Reporter
 from .cache import open_cache
@@ -16,7 +16,11 @@ from .views import ViewEmbeddings, embed_views
 
 
 def embedding_key(
-    backbone: backbones.Backbone, size: int, background: tuple[int, int, int], weights: str = "imagenet"
+    backbone: backbones.Backbone,
+    size: int,
+    background: tuple[int, int, int],
+    weights: str = "imagenet",
+    resize: str = SQUASH,
 ) -> str:
     """Everything that changes an embedding besides the file's bytes.
 
@@ -27,7 +31,9 @@ def embedding_key(
     """
     bg = "-".join(map(str, background))
     wid = backbones.weights_id(backbone.name, weights)
-    return f"{backbone.name}|w={wid}|{size}px|{backbone.preprocessing_id}|{DECODE_VERSION}|bg={bg}"
+    # Squashed images keep the key they had before the resize policy existed: caches stay valid.
+    framing = "" if resize == SQUASH else f"|resize={resize}"
+    return f"{backbone.name}|w={wid}|{size}px|{backbone.preprocessing_id}|{DECODE_VERSION}|bg={bg}{framing}"
 
 
 def embed_images(
@@ -38,6 +44,7 @@ def embed_images(
     reporter: Reporter,
     digested: dict | None = None,
     weights: str = backbones.PRETRAINED,
+    resize: str = SQUASH,
 ) -> tuple[EmbeddingResult, Any]:
     """Backbone embeddings of ``paths`` through the on-disk cache, with a progress bar.
 
@@ -54,10 +61,12 @@ def embed_images(
     cache = open_cache(cache_dir() / "embeddings.sqlite", reporter.warn) if weights != backbones.RANDOM else None
     try:
         with reporter.bar(f"embedding ({backbone.name})", len(paths)) as advance:
-            key = embedding_key(backbone, size, background, weights)
-            # Random weights differ per seed but share a key: never a cached engine for them.
+            key = embedding_key(backbone, size, background, weights, resize)
+            # The engine is the backbone alone: one for both resize policies. Random weights
+            # differ per seed but share a key: never a cached engine for them.
+            engine_key = embedding_key(backbone, size, background, weights)
             embed, engine = embedding_function(
-                features, key if weights != backbones.RANDOM else None, reporter.warn
+                features, engine_key if weights != backbones.RANDOM else None, reporter.warn
             )
             result = compute_embeddings(
                 paths,
@@ -69,6 +78,7 @@ def embed_images(
                 background=background,
                 progress=advance,
                 digested=digested,
+                resize=resize,
             )
     finally:
         if cache:
@@ -91,7 +101,8 @@ def embed_train_views(
     weights: str = backbones.PRETRAINED,
 ) -> ViewEmbeddings:
     """``views`` augmented views of each training image (``paths``, with the ``digests`` the
-    image pass computed) embedded by ``features``, through the on-disk cache.
+    image pass computed) embedded by ``features``, through the on-disk cache. Views are crops
+    of the image at its own aspect whatever the resize policy: their key does not name it.
 
     Example
     -------

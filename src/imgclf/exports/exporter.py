@@ -132,7 +132,7 @@ def _calibration(
     skipped: dict[str, str] = {}
     if "tflite" in config.formats and "int8" in config.quantize:
         paths = calibration_paths(record, config.calibration_images)
-        for batch in decoded_batches(paths, record.input_size, 32, record.background):
+        for batch in decoded_batches(paths, record.input_size, 32, record.background, resize=record.resize):
             images.extend(batch.images)
             skipped.update({str(paths[i]): why for i, why in batch.errors.items()})
         if skipped:

@@ -33,9 +33,11 @@ def split_full_model(model: keras.Model) -> tuple[keras.Model, keras.layers.Laye
     return keras.Model(image, x, name="features"), model.layers[-1]
 
 
-def _int8_features(model: LiteRTModel, rows: list, size: int, background) -> tuple[np.ndarray, np.ndarray]:
+def _int8_features(model: LiteRTModel, rows: list, record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
     """The int8 backbone's features of the decodable images in ``rows`` and their labels."""
-    features, errors = run_batches(model, [p for p, _ in rows], size, background)
+    features, errors = run_batches(
+        model, [p for p, _ in rows], record.input_size, record.background, resize=record.resize
+    )
     ok = [i for i in range(len(rows)) if i not in errors]
     return features[ok], np.array([rows[i][1] for i in ok], dtype=int)
 
@@ -58,8 +60,8 @@ def refit_head_for_int8(
     features, _ = split_full_model(model)
     int8 = LiteRTModel(to_tflite(features, "int8", calibration, io_type="float32"))
     reporter.info("int8: fitting the head to the int8 backbone's features ...")
-    x_train, y_train = _int8_features(int8, record.splits.get("train", []), record.input_size, record.background)
-    x_val, y_val = _int8_features(int8, record.splits.get("val", []), record.input_size, record.background)
+    x_train, y_train = _int8_features(int8, record.splits.get("train", []), record)
+    x_val, y_val = _int8_features(int8, record.splits.get("val", []), record)
     head, _ = train_head(
         x_train,
         y_train,

@@ -47,7 +47,11 @@ def measure_parity(
     ok = ~np.isnan(probs["keras"][:, 0])
     split_of = np.array([s for s, _, _ in items])
     y = np.array([label for _, _, label in items])
-    first_image = decode_image(paths[int(np.argmax(ok))], record.input_size, record.background) if ok.any() else None
+    first_image = (
+        decode_image(paths[int(np.argmax(ok))], record.input_size, record.background, resize=record.resize)
+        if ok.any()
+        else None
+    )
     for v in variants:
         p, ref = probs[v["name"]], probs["keras"]
         v["accuracy"] = {s: float((p[ok & (split_of == s)].argmax(1) == y[ok & (split_of == s)]).mean()) for s in eval_splits}
@@ -73,7 +77,8 @@ def _all_variants(
 
     with reporter.bar("parity", len(paths)) as advance:
         stacked, errors = run_batches(
-            every_variant, paths, record.input_size, record.background, width=k * len(names), progress=advance
+            every_variant, paths, record.input_size, record.background, width=k * len(names), progress=advance,
+            resize=record.resize,
         )
     return {name: stacked[:, i * k : (i + 1) * k] for i, name in enumerate(names)}, errors
 

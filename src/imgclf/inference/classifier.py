@@ -12,6 +12,7 @@ import numpy as np
 from ..data.batches import run_batches
 from ..data.color import WHITE
 from ..data.dataset import find_images, load_dataset
+from ..data.decode import SQUASH
 from ..errors import ModelError, UsageError
 from ..evaluation.metrics import compute_metrics
 from ..litert.interpreter import Normalization
@@ -48,10 +49,16 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def _trained_background(model: Path) -> tuple[int, int, int]:
-    """The background colour the model was trained with (from its run's config.json), else white."""
+def _trained_framing(model: Path) -> tuple[tuple[int, int, int], str]:
+    """The background colour and resize policy the model was trained with (from its run's
+    config.json), else white and squash."""
     run = RunDir.containing(model)
-    return run.background() if run else WHITE
+    if run is None:
+        return WHITE, SQUASH
+    try:
+        return run.background(), run.resize()
+    except ValueError as exc:
+        raise ModelError(f"{run.config_file}: {exc}; this imgclf cannot feed the model as it was trained") from None
 
 
 @dataclass
@@ -83,12 +90,18 @@ class Classifier:
     """
 
     def __init__(
-        self, backend: Any, classes: list[str], source: Path, background: tuple[int, int, int] = WHITE
+        self,
+        backend: Any,
+        classes: list[str],
+        source: Path,
+        background: tuple[int, int, int] = WHITE,
+        resize: str = SQUASH,
     ):
         self.backend = backend
         self.classes = list(classes)
         self.source = source
         self.background = background
+        self.resize = resize  # decode_image's: how images become the square input
         self.input_size = backend.input_size
         if backend.num_outputs != len(self.classes):
             raise ModelError(
@@ -141,7 +154,7 @@ class Classifier:
                     f"{path}: no labels.txt beside it; pass --labels FILE (one label per line, in output order)"
                 )
             labels_list = _read_labels(labels_file)
-        return cls(backend, labels_list, path, _trained_background(path))
+        return cls(backend, labels_list, path, *_trained_framing(path))
 
     @classmethod
     def _load_tflite(cls, path, labels, mean, std, threads) -> Classifier:
@@ -177,7 +190,7 @@ class Classifier:
                 f"{path}: no normalization metadata; assuming raw 0..255 pixels (set --input-mean/--input-std)",
                 stacklevel=2,
             )
-        return cls(backend, labels, path, _trained_background(path))
+        return cls(backend, labels, path, *_trained_framing(path))
 
     def predict_proba(
         self, images: Sequence[str | Path | np.ndarray], batch_size: int = 32
@@ -189,7 +202,8 @@ class Classifier:
         """
         sources = [x if isinstance(x, np.ndarray) else Path(x) for x in images]
         return run_batches(
-            self.backend, sources, self.input_size, self.background, batch_size, width=len(self.classes)
+            self.backend, sources, self.input_size, self.background, batch_size, width=len(self.classes),
+            resize=self.resize,
         )
 
     def predict(

@@ -168,7 +168,8 @@ def add_classify(
             try:
                 decoded.append(
                     decode_image(
-                        data, clf.input_size, clf.background, max_pixels=config.max_pixels, formats=IMAGE_FORMATS
+                        data, clf.input_size, clf.background, max_pixels=config.max_pixels, formats=IMAGE_FORMATS,
+                        resize=clf.resize,
                     )
                 )
             except DecodeError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import backbones
 from ..data.color import is_rgb, parse_color
+from ..data.decode import RESIZE_POLICIES
 from ..errors import UsageError
 from ..options import Rule, fraction, option, parse_given, positive, validate_options, whole
 from .presets import DEFAULT_PRESET, PRESET_OPTIONS, PRESETS, preset_values
@@ -81,6 +82,12 @@ class TrainConfig:
     )
     weights: str = option(
         "imagenet", "imagenet (pretrained), none (train from scratch) or a weights file for the backbone."
+    )
+    resize: str | None = option(
+        None,
+        "How a photo becomes the square input, in training and in every use of the model: squash "
+        "(stretched whole) or crop (its centred square, at its own aspect) (default: the preset's).",
+        choices=RESIZE_POLICIES,
     )
     views: int | None = option(
         None,

@@ -19,6 +19,7 @@ import numpy as np
 
 from .._keras import keras
 from ..data.batches import decoded_batches
+from ..data.decode import SQUASH
 from .checkpoints import EpochCheckpoint
 from .config import StageParams
 
@@ -104,11 +105,11 @@ class FineTuneResult:
     seconds: float
 
 
-def _image_store(paths: list[Path], size: int, background, target: Path) -> np.ndarray:
+def _image_store(paths: list[Path], size: int, background, target: Path, resize: str) -> np.ndarray:
     """Decode every image once into a uint8 memory-mapped array: epochs then read pixels
     instead of decoding files again, and memory holds only what the OS pages in."""
     store = np.lib.format.open_memmap(target, "w+", np.uint8, (len(paths), size, size, 3))
-    for batch in decoded_batches(paths, size, 64, background):
+    for batch in decoded_batches(paths, size, 64, background, resize=resize):
         store[batch.indices] = batch.images
     return store
 
@@ -125,6 +126,7 @@ def fine_tune(
     size: int,
     background: tuple[int, int, int],
     fraction: float,
+    resize: str = SQUASH,
     from_scratch: bool = False,
     augment: str = "light",
     checkpoint_dir: Path | None = None,
@@ -154,8 +156,8 @@ def fine_tune(
     num_classes = head.output_shape[-1]
 
     with tempfile.TemporaryDirectory(prefix="imgclf-ft-") as tmp:
-        train_store = _image_store(train[0], size, background, Path(tmp) / "train.npy")
-        val_store = _image_store(val[0], size, background, Path(tmp) / "val.npy") if val else None
+        train_store = _image_store(train[0], size, background, Path(tmp) / "train.npy", resize)
+        val_store = _image_store(val[0], size, background, Path(tmp) / "val.npy", resize) if val else None
         checkpoint = EpochCheckpoint(checkpoint_dir, params.patience)
         start = checkpoint.restore(model)
         if not checkpoint.done:

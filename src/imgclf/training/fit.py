@@ -186,6 +186,7 @@ def _fine_tune_stage(
             config.fine_tune_params(fitted.class_weight),
             size=features.input_shape[1],
             background=config.background,
+            resize=config.resize,
             fraction=fraction,
             from_scratch=config.weights == backbones.RANDOM,
             augment=config.augment,
@@ -195,7 +196,7 @@ def _fine_tune_stage(
     for layer, flag in trainable_before:
         layer.trainable = flag
     model = assemble(features, head)
-    val_probs = _model_probs(model, val.paths, config.background)
+    val_probs = _model_probs(model, val.paths, config)
     record = {
         "status": "run",
         "reason": why,
@@ -220,7 +221,7 @@ def _fine_tune_stage(
     reporter.info(f"fine-tuning: validation accuracy {head_val['val_accuracy']:.3f} -> {record['val_accuracy']:.3f}")
     fitted.probs["val"] = val_probs
     if "test" in vectors and len(vectors["test"].paths):
-        fitted.probs["test"] = _model_probs(model, vectors["test"].paths, config.background)
+        fitted.probs["test"] = _model_probs(model, vectors["test"].paths, config)
     fitted.history = {k: fitted.history.get(k, []) + ft.history.get(k, []) for k in fitted.history}
     fitted.fine_tuned = True
     return record
@@ -234,8 +235,11 @@ def _at_least_as_good(stage2: dict[str, Any], stage1: dict[str, Any]) -> bool:
     )
 
 
-def _model_probs(model: Any, paths: list[Path], background: tuple[int, int, int]) -> np.ndarray:
-    probs, _ = run_batches(model.predict_on_batch, paths, model.input_shape[1], background, width=model.output_shape[-1])
+def _model_probs(model: Any, paths: list[Path], config: TrainConfig) -> np.ndarray:
+    probs, _ = run_batches(
+        model.predict_on_batch, paths, model.input_shape[1], config.background, width=model.output_shape[-1],
+        resize=config.resize,
+    )
     return np.nan_to_num(probs)  # the paths were all embedded, so all decode: no NaN rows in practice
 
 

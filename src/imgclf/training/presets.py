@@ -13,11 +13,11 @@ from typing import Any
 # Every preset gives every option in PRESET_OPTIONS.
 PRESETS: dict[str, dict[str, Any]] = {
     # The head on one embedding per image: the 1000/class speed benchmark's configuration.
-    "fast": {"backbone": "efficientnet_lite0", "views": 0, "fine_tune": "off"},
+    "fast": {"backbone": "efficientnet_lite0", "resize": "squash", "views": 0, "fine_tune": "off"},
     # Four augmented views per training image, embedded once (and cached) for the head.
-    "balanced": {"backbone": "efficientnet_lite0", "views": 4, "fine_tune": "off"},
+    "balanced": {"backbone": "efficientnet_lite0", "resize": "crop", "views": 4, "fine_tune": "off"},
     # Fine-tuning the top of the backbone on images after the head.
-    "best": {"backbone": "efficientnet_lite0", "views": 0, "fine_tune": "auto"},
+    "best": {"backbone": "efficientnet_lite0", "resize": "crop", "views": 0, "fine_tune": "auto"},
 }
 DEFAULT_PRESET = "fast"
 PRESET_OPTIONS = tuple(PRESETS[DEFAULT_PRESET])
