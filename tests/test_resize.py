@@ -63,7 +63,7 @@ def test_a_crop_run_records_it_and_predict_feeds_centred_squares(crop_run, wide_
     assert np.abs(probs - crop_run.model.predict_on_batch(squashed)).max() > 1e-3  # the policy matters here
 
 
-def test_the_exported_tflite_and_the_server_see_what_was_evaluated(crop_run, wide_folders):
+def test_the_exported_tflite_and_the_server_see_what_was_evaluated(crop_run, wide_folders, tmp_path):
     result = imgclf.export(
         crop_run.run_dir, formats=["tflite"], quantize=["float32"], latency_runs=2, reporter=Reporter(quiet=True)
     )
@@ -75,6 +75,12 @@ def test_the_exported_tflite_and_the_server_see_what_was_evaluated(crop_run, wid
     assert tflite.resize == "crop"
     tflite_probs, _ = tflite.predict_proba(paths)
     assert np.abs(tflite_probs - keras_probs).max() < 1e-4
+    # Copied away from its run, the .tflite's metadata still says how to feed it.
+    away = tmp_path / "model.tflite"
+    away.write_bytes((result.out / "model_float32.tflite").read_bytes())
+    alone = imgclf.load(away)
+    assert alone.resize == "crop"
+    assert np.abs(alone.predict_proba(paths)[0] - keras_probs).max() < 1e-4
 
     from imgclf.serving.app import create_app
 

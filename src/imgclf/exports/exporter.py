@@ -74,6 +74,7 @@ def model_info(config: ExportConfig, record: RunRecord) -> ModelInfo:
     return ModelInfo(
         classes=classes,
         input_size=record.input_size,
+        resize=record.resize,
         version=config.version,
         author=config.author,
         license=config.license,

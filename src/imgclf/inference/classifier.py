@@ -190,7 +190,10 @@ class Classifier:
                 f"{path}: no normalization metadata; assuming raw 0..255 pixels (set --input-mean/--input-std)",
                 stacklevel=2,
             )
-        return cls(backend, labels, path, *_trained_framing(path))
+        background, resize = _trained_framing(path)
+        if RunDir.containing(path) is None and info is not None:
+            resize = info.resize  # a .tflite away from its run: its metadata says how it was fed
+        return cls(backend, labels, path, background, resize)
 
     def predict_proba(
         self, images: Sequence[str | Path | np.ndarray], batch_size: int = 32

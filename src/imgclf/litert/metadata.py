@@ -22,6 +22,7 @@ from pathlib import Path
 
 import flatbuffers
 
+from ..data.decode import RESIZE_POLICIES, SQUASH
 from ..errors import ModelError
 
 
@@ -79,14 +80,25 @@ class ModelInfo:
     author: str = ""
     license: str = ""
     input_size: int | None = None
+    resize: str = SQUASH  # how a photo became the square input in training (decode_image's resize)
     extra: dict[str, str] = field(default_factory=dict)
+
+
+# The metadata schema has no field for how a photo is made square, so the input's
+# description says it in these exact words, which ``read_metadata`` looks for.
+_RESIZE_WORDS = {
+    "squash": "the whole photo resized to the square (stretched)",
+    "crop": "the centred square of the photo, resized",
+}
+assert set(_RESIZE_WORDS) == set(RESIZE_POLICIES)
 
 
 def _metadata_buffer(info: ModelInfo, input_is_uint8: bool) -> bytes:
     md = _metadata_schema()
     image = md.TensorMetadataT()
     image.name = "image"
-    image.description = f"RGB image, {info.input_size or '?'}x{info.input_size or '?'}, pixels 0..255."
+    side = info.input_size or "?"
+    image.description = f"RGB image, {side}x{side}, pixels 0..255: {_RESIZE_WORDS[info.resize]}."
     image.content = md.ContentT()
     image.content.contentPropertiesType = md.ContentProperties.ImageProperties
     image.content.contentProperties = md.ImagePropertiesT()
@@ -256,6 +268,8 @@ def read_metadata(model_bytes: bytes) -> ModelInfo | None:
         for unit in subgraph.inputTensorMetadata[0].processUnits or []:
             if unit.optionsType == md.ProcessUnitOptions.NormalizationOptions:
                 info.mean, info.std = float(unit.options.mean[0]), float(unit.options.std[0])
+        described = _text(subgraph.inputTensorMetadata[0].description)
+        info.resize = next((r for r, words in _RESIZE_WORDS.items() if f": {words}." in described), SQUASH)
     label_file = None
     if subgraph and subgraph.outputTensorMetadata:
         for f in subgraph.outputTensorMetadata[0].associatedFiles or []:
