@@ -45,10 +45,13 @@ def test_debug_shows_the_traceback():
         (["train", str(SAMPLE), "--model", "resnet9000"], "unknown backbone 'resnet9000'"),
         (["train", str(SAMPLE), "--epochs", "0"], "--epochs 0"),
         (["train", str(SAMPLE), "--epochs", "many"], "'many' is not a valid integer"),
+        (["train", str(SAMPLE), "--preset", "turbo"], "--preset turbo: unknown; choose from fast, balanced, best"),
+        (["train", str(SAMPLE), "--resize", "fill"], "--resize fill: unknown; choose from squash, crop"),
+        (["train", str(SAMPLE), "--views", "-1"], "--views -1: must be a whole number from 0 to 16"),
         (["predict", "/no/model", str(SAMPLE)], "no such model"),
         (["predict", str(SAMPLE), "/no/such/image.png"], "no such file"),
     ],
-    ids=["val-split", "model", "epochs-zero", "epochs-text", "no-model", "no-image"],
+    ids=["val-split", "model", "epochs-zero", "epochs-text", "preset", "resize", "views", "no-model", "no-image"],
 )
 def test_bad_options_exit_2(capsys, args, needle):
     assert main(args) == 2
@@ -169,6 +172,17 @@ def test_train_cli_prints_accuracy_and_paths(capsys, tmp_path, color_folders):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "val accuracy: " in printed and str(out / "model.keras") in printed
+
+
+def test_train_cli_preset_with_an_option_given(tmp_path, color_folders):
+    out = tmp_path / "run"
+    args = ["-q", "train", str(color_folders), "--out", str(out), "--epochs", "5", "--input-size", "64"]
+    assert main([*args, "--preset", "balanced", "--views", "1"]) == 0
+    options = json.loads((out / "config.json").read_text())["options"]
+    assert (options["preset"], options["resize"], options["views"]) == ("balanced", "crop", 1)
+    assert json.loads((out / "metrics.json").read_text())["views_embedded"] == 1 * len(
+        json.loads((out / "config.json").read_text())["splits"]["train"]
+    )
 
 
 @pytest.mark.parametrize(
