@@ -22,11 +22,17 @@ def test_every_preset_gives_every_preset_option():
 
 
 def test_a_preset_fills_in_only_the_options_left_out():
-    assert TrainConfig(data="d").views == 0 and TrainConfig(data="d").fine_tune == "off"
-    assert TrainConfig(data="d", preset="balanced").views == PRESETS["balanced"]["views"] > 0
-    assert TrainConfig(data="d", preset="balanced", views=0).views == 0
+    fast = TrainConfig(data="d")
+    assert (fast.preset, fast.resize, fast.input_size, fast.views, fast.fine_tune) == ("fast", "squash", None, 0, "off")
+    balanced = TrainConfig(data="d", preset="balanced")
+    assert (balanced.resize, balanced.input_size) == ("crop", 288)
+    assert TrainConfig(data="d", preset="balanced", resize="squash").resize == "squash"
     assert TrainConfig(data="d", preset="best").fine_tune == "auto"
     assert TrainConfig(data="d", preset="best", fine_tune="0.5").fine_tune == "0.5"
+    # The preset's input size is for its backbone: another backbone keeps its own size.
+    other = TrainConfig(data="d", preset="balanced", backbone="mobilenet_v2")
+    assert other.input_size is None and other.resize == "crop"
+    other.validate()
 
 
 def test_an_unknown_preset_or_view_count_is_a_one_line_error():
@@ -41,25 +47,30 @@ def test_another_preset_over_a_saved_config_keeps_the_options_given(tmp_path):
     base = TrainConfig(data=str(SAMPLE), preset="balanced", epochs=7)
     saved.write_text(json.dumps({"options": base.to_dict()}))
     best, _ = TrainConfig.resolve(config=saved, preset="best", views=2)
-    assert (best.preset, best.fine_tune, best.views, best.epochs) == ("best", "auto", 2, 7)
+    assert (best.preset, best.fine_tune, best.views, best.epochs, best.input_size) == ("best", "auto", 2, 7, None)
     same, _ = TrainConfig.resolve(config=saved)
-    assert (same.preset, same.views, same.fine_tune) == ("balanced", base.views, "off")
+    assert (same.preset, same.input_size, same.resize, same.fine_tune) == ("balanced", 288, "crop", "off")
+
+
+VIEWS = 2
 
 
 @pytest.fixture(scope="module")
 def balanced_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "balanced"
-    return imgclf.train(SAMPLE, preset="balanced", out=str(out), reporter=Reporter(quiet=True))
+    return imgclf.train(SAMPLE, preset="balanced", views=VIEWS, out=str(out), reporter=Reporter(quiet=True))
 
 
-def test_balanced_trains_on_views_and_records_its_options(balanced_run, trained_run):
-    views = PRESETS["balanced"]["views"]
-    train_images = len(json.loads((balanced_run.run_dir / "config.json").read_text())["splits"]["train"])
+def test_balanced_with_views_trains_on_them_and_records_its_options(balanced_run, trained_run):
+    record = json.loads((balanced_run.run_dir / "config.json").read_text())
+    train_images = len(record["splits"]["train"])
     metrics = balanced_run.metrics
-    assert metrics["views_embedded"] + metrics["views_from_cache"] == views * train_images
+    assert metrics["views_embedded"] + metrics["views_from_cache"] == VIEWS * train_images
     assert metrics["timing_seconds"]["views"] > 0
-    options = json.loads((balanced_run.run_dir / "config.json").read_text())["options"]
-    assert {k: options[k] for k in PRESET_OPTIONS} == PRESETS["balanced"] and options["preset"] == "balanced"
+    options = record["options"]
+    assert {k: options[k] for k in PRESET_OPTIONS} == {**PRESETS["balanced"], "views": VIEWS}
+    assert options["preset"] == "balanced"
+    assert record["backbone"]["input_size"] == 288 == balanced_run.model.input_shape[1]
     # 28-pixel grey thumbnails are the views' worst case (every crop is an upscaled blur):
     # they must still not cost more than a few points on the sample.
     assert metrics["test"]["accuracy"] >= trained_run.metrics["test"]["accuracy"] - 0.05
@@ -72,7 +83,7 @@ def test_repeating_a_balanced_run_reuses_every_view_and_gives_the_same_model(bal
     )
     assert again.metrics["views_embedded"] == 0 and again.metrics["images_embedded"] == 0
     assert again.metrics["views_from_cache"] == balanced_run.metrics["views_from_cache"] + balanced_run.metrics["views_embedded"]
-    images = np.stack([decode_image(p, 224) for p in sorted((SAMPLE / "test").rglob("*.png"))[:16]])
+    images = np.stack([decode_image(p, 288) for p in sorted((SAMPLE / "test").rglob("*.png"))[:16]])
     assert np.allclose(again.model.predict_on_batch(images), balanced_run.model.predict_on_batch(images), atol=1e-6)
 
 

@@ -52,7 +52,7 @@ class TrainConfig:
     backbone: str | None = option(
         None, "Backbone (see `imgclf models`; default: the preset's).", aliases=("--model",), metavar="NAME"
     )
-    input_size: int | None = option(None, "Input size in pixels (default: the backbone's).", rule=Rule(
+    input_size: int | None = option(None, "Input size in pixels (default: the preset's, else the backbone's).", rule=Rule(
         lambda v: 32 <= v <= 1024, "a size in pixels from 32 to 1024"))
     epochs: int = option(100, "Most head epochs (early stopping ends sooner).", rule=whole(1))
     batch_size: int = option(32, "Images per training step.", rule=whole(1))
@@ -114,7 +114,10 @@ class TrainConfig:
         if isinstance(self.background, list):  # JSON gives a list
             self.background = tuple(self.background)  # type: ignore[assignment]
         if self.preset in PRESETS:  # an unknown preset is validate()'s one-line error
-            for name, value in preset_values(self.preset).items():
+            values = preset_values(self.preset)
+            if self.backbone not in (None, values["backbone"]):
+                values["input_size"] = None  # the preset's size is for its backbone: another keeps its own
+            for name, value in values.items():
                 if getattr(self, name) is None:
                     setattr(self, name, value)
 
