@@ -44,8 +44,8 @@ class TrainConfig:
     data: str = option(help="Folder of class subfolders (or train/ val/ test/).", argument=True, required=False)
     preset: str = option(
         DEFAULT_PRESET,
-        "Accuracy preset: fast (the head on one embedding per image), balanced (+ augmented views), "
-        "best (+ fine-tuning). Options given as well override it.",
+        "Accuracy preset: fast (the head on one embedding per squashed image), balanced (centred "
+        "squares at 288 px), best (+ fine-tuning). Options given as well override it.",
         choices=tuple(PRESETS),
     )
     # None: the preset's value (filled in by __post_init__, so a config always holds values).
@@ -126,8 +126,8 @@ class TrainConfig:
 
         Example
         -------
-        >>> TrainConfig(data="photos").with_preset("balanced").views
-        4
+        >>> TrainConfig(data="photos").with_preset("balanced").resize
+        'crop'
         """
         cleared = {name: getattr(self, name) if name in keep else None for name in PRESET_OPTIONS}
         return dataclasses.replace(self, preset=preset, **cleared)

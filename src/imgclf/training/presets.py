@@ -31,7 +31,7 @@ def preset_values(name: str) -> dict[str, Any]:
 
     Example
     -------
-    >>> preset_values("balanced")["views"]
-    4
+    >>> preset_values("balanced")["input_size"]
+    288
     """
     return dict(PRESETS[name])
