@@ -5,7 +5,7 @@
 For each real set (built as ``real_photos.py`` says) and backbone, the images are embedded
 once per way of looking at them -- squashed (imgclf's input today), squashed and flipped,
 centre-cropped keeping the aspect, and K augmented views per training image
-(``imgclf.data.views``) -- timing each pass; then heads are trained on those embeddings:
+(``augmented_view`` below) -- timing each pass; then heads are trained on those embeddings:
 the Dense head of ``imgclf train`` and an L2 logistic regression with C chosen on
 validation, with and without the augmented views and flip test-time augmentation. The
 split is ``load_dataset``'s (validation/ where the set has one, else 20 % of train/).
@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageEnhance
 from real_photos import HOW_TO_BUILD, REALDATA, SETS
 from report import update_section
 from train_speed import RESULTS
@@ -30,7 +32,6 @@ from imgclf import backbones
 from imgclf.data.color import WHITE
 from imgclf.data.dataset import load_dataset
 from imgclf.data.decode import decode_image
-from imgclf.data.views import augmented_view, source_side
 from imgclf.embeddings.embed import embedding_key
 from imgclf.embeddings.engines import embedding_function
 from imgclf.fileio import digest_files
@@ -38,6 +39,31 @@ from imgclf.training.config import TrainConfig
 from imgclf.training.head import train_head
 
 VIEWS = 4
+_RATIO = (3 / 4, 4 / 3)  # crop width / height of an augmented view
+_COLOUR = 0.15  # brightness, contrast and saturation each scaled by 1 +- this at most
+
+
+def augmented_view(image: Image.Image, size: int, digest: str, index: int, area: tuple[float, float]) -> np.ndarray:
+    """View ``index`` of an image: a random crop of ``area`` of it (aspect 3:4 to 4:3), flipped
+    half the time, brightness, contrast and saturation within +-15 %; fixed by the file's digest.
+
+    These views did not pay on either real set (BENCHMARKS.md), so imgclf itself has no
+    option for them: the lever lives here, to be measured again on other data.
+    """
+    rng = np.random.default_rng([int(digest[:16], 16), 0, index])  # 0: the run's seed
+    width, height = image.size
+    pixels = width * height * rng.uniform(*area)
+    ratio = math.exp(rng.uniform(math.log(_RATIO[0]), math.log(_RATIO[1])))
+    crop_w = min(width, max(1, round(math.sqrt(pixels * ratio))))
+    crop_h = min(height, max(1, round(math.sqrt(pixels / ratio))))
+    left, top = int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
+    flip, factors = rng.uniform() < 0.5, rng.uniform(1 - _COLOUR, 1 + _COLOUR, size=3)
+    view = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
+    if flip:
+        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    for enhance, factor in zip((ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color), factors):
+        view = enhance(view).enhance(float(factor))
+    return np.asarray(view, dtype=np.uint8)
 
 
 def _embed(embed, images_of, paths, batch=32) -> tuple[np.ndarray, float]:
@@ -91,8 +117,11 @@ def embeddings(data: Path, backbone_name: str, all_looks: bool) -> dict:
 
     def views(area):
         def of(path: Path) -> list[np.ndarray]:
-            image = decode_image(path, within=source_side(size))
-            return [augmented_view(image, size, digests[path], 0, k, area) for k in range(1, VIEWS + 1)]
+            image = Image.fromarray(decode_image(path))
+            scale = 1.5 * size / min(image.size)  # views are cut from the image at 1.5x the input size
+            if scale < 1:
+                image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
+            return [augmented_view(image, size, digests[path], k, area) for k in range(1, VIEWS + 1)]
 
         return of
 
@@ -142,6 +171,21 @@ PLANS = [
     ("crop + 4 mild views", _dense, "crop", "mild", 4, False),
     ("crop + 4 mild views + flip TTA", _dense, "crop", "mild", 4, True),
 ]
+
+
+def subsample(emb: dict, per_class: int, seed: int = 0) -> dict:
+    """The same embeddings with at most ``per_class`` training images per class (small data)."""
+    y = emb["labels"]["train"]
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([
+        rng.choice(rows, min(per_class, len(rows)), replace=False) for rows in (np.flatnonzero(y == c) for c in np.unique(y))
+    ]))
+    out = {**emb, "labels": {**emb["labels"], "train": y[keep]}, "seconds": dict(emb["seconds"])}
+    for key in [k for k in emb if k.startswith("train/")]:
+        per_image = len(emb[key]) // len(y)  # views: several rows per image
+        out[key] = emb[key].reshape(len(y), per_image, -1)[keep].reshape(len(keep) * per_image, -1)
+        out["seconds"][key] = emb["seconds"][key] * len(keep) / len(y)
+    return out
 
 
 def variants(emb: dict) -> list[dict]:
@@ -206,6 +250,7 @@ def main() -> None:
         help="backbone names, or name@pixels for another input size (efficientnet_lite0@288)",
     )
     parser.add_argument("--data", type=Path, default=REALDATA)
+    parser.add_argument("--per-class", type=int, help="small data: at most this many training images per class")
     parser.add_argument(
         "--all-looks-for", nargs="*", default=["efficientnet_lite0"],
         help="backbones measured with flips and views too (the others: squash and crop only)",
@@ -220,10 +265,13 @@ def main() -> None:
     for set_name in present:
         for name in opts.backbones:
             emb = embeddings(opts.data / set_name, name, name in opts.all_looks_for)
+            if opts.per_class:
+                emb = subsample(emb, opts.per_class)
             base = sum(v for k, v in emb["seconds"].items() if k.endswith("/squash"))
             print(json.dumps({"set": set_name, "backbone": name, "seconds": emb["seconds"]}), flush=True)
-            entry = {"set": set_name, "backbone": name, "base_s": round(base, 1), "date": when, "rows": variants(emb)}
-            results["runs"] = [r for r in results["runs"] if (r["set"], r["backbone"]) != (set_name, name)] + [entry]
+            label = f"{set_name}, {opts.per_class}/class" if opts.per_class else set_name
+            entry = {"set": label, "backbone": name, "base_s": round(base, 1), "date": when, "rows": variants(emb)}
+            results["runs"] = [r for r in results["runs"] if (r["set"], r["backbone"]) != (label, name)] + [entry]
             saved.write_text(json.dumps(results, indent=2) + "\n")
     section = markdown(results, when)
     print(section)

@@ -47,11 +47,10 @@ def test_debug_shows_the_traceback():
         (["train", str(SAMPLE), "--epochs", "many"], "'many' is not a valid integer"),
         (["train", str(SAMPLE), "--preset", "turbo"], "--preset turbo: unknown; choose from fast, balanced, best"),
         (["train", str(SAMPLE), "--resize", "fill"], "--resize fill: unknown; choose from squash, crop"),
-        (["train", str(SAMPLE), "--views", "-1"], "--views -1: must be a whole number from 0 to 16"),
         (["predict", "/no/model", str(SAMPLE)], "no such model"),
         (["predict", str(SAMPLE), "/no/such/image.png"], "no such file"),
     ],
-    ids=["val-split", "model", "epochs-zero", "epochs-text", "preset", "resize", "views", "no-model", "no-image"],
+    ids=["val-split", "model", "epochs-zero", "epochs-text", "preset", "resize", "no-model", "no-image"],
 )
 def test_bad_options_exit_2(capsys, args, needle):
     assert main(args) == 2
@@ -177,12 +176,11 @@ def test_train_cli_prints_accuracy_and_paths(capsys, tmp_path, color_folders):
 def test_train_cli_preset_with_an_option_given(tmp_path, color_folders):
     out = tmp_path / "run"
     args = ["-q", "train", str(color_folders), "--out", str(out), "--epochs", "5", "--input-size", "64"]
-    assert main([*args, "--preset", "balanced", "--views", "1"]) == 0
-    options = json.loads((out / "config.json").read_text())["options"]
-    assert (options["preset"], options["resize"], options["views"]) == ("balanced", "crop", 1)
-    assert json.loads((out / "metrics.json").read_text())["views_embedded"] == 1 * len(
-        json.loads((out / "config.json").read_text())["splits"]["train"]
-    )
+    assert main([*args, "--preset", "balanced", "--resize", "squash"]) == 0
+    record = json.loads((out / "config.json").read_text())
+    options = record["options"]
+    assert (options["preset"], options["resize"], options["input_size"]) == ("balanced", "squash", 64)
+    assert record["backbone"]["input_size"] == 64
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from PIL import Image
 
 from imgclf.data.decode import IMAGE_FORMATS, DecodeError, decode_image, image_size
 
-from .conftest import make_image, png_header_only
+from .conftest import png_header_only
 
 
 def _save(img: Image.Image, path, **kw):
@@ -271,15 +271,6 @@ def test_max_pixels_and_formats_are_checked_before_decoding(tmp_path):
     assert decode_image(tiff).shape == (4, 4, 3)  # training reads what Pillow reads...
     with pytest.raises(DecodeError, match=r"not an image in a format read here \(JPEG, PNG, BMP, GIF, WEBP\)"):
         decode_image(tiff, formats=IMAGE_FORMATS)  # ...the server only the documented formats
-
-
-def test_within_scales_the_shorter_side_down_and_keeps_the_aspect(tmp_path):
-    big = make_image(tmp_path / "big.jpg", (10, 200, 30), size=300)
-    wide = Image.fromarray(np.asarray(Image.open(big))[:150]).resize((400, 150))
-    wide.save(tmp_path / "wide.png")
-    assert decode_image(tmp_path / "wide.png", within=100).shape == (100, 267, 3)
-    assert decode_image(big, within=120).shape == (120, 120, 3)  # a JPEG: decoded at reduced scale first
-    assert decode_image(tmp_path / "wide.png", within=500).shape == (150, 400, 3)  # never scaled up
 
 
 def test_crop_keeps_the_centred_square_and_squash_the_whole_image(tmp_path):

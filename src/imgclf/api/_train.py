@@ -126,8 +126,6 @@ def _train_into(run: RunDir, config: TrainConfig, backbone, size, reporter, star
         write_json(run.file(RunDir.CHECK), doctor.to_dict())
         run.write_record(make_record(config.to_dict(), backbone, size, "running", dataset, embedded.errors))
     vectors = _split_vectors(dataset, embedded)
-    if config.views:
-        vectors["train_views"] = _train_views(config, backbone, size, features, vectors["train"], embedded, reporter, timing)
     return _fit_and_save(config, backbone, size, features, dataset, vectors, embedded, run, reporter, timing, started)
 
 
@@ -159,21 +157,6 @@ def _embed(config, backbone, size, dataset: Dataset, digests, reporter: Reporter
         first = "; ".join(f"{p}: {why}" for p, why in list(result.errors.items())[:3])
         reporter.warn(f"skipped {len(result.errors)} unreadable image(s): {first}")
     return result, features
-
-
-def _train_views(config, backbone, size, features, train, embedded, reporter: Reporter, timing: dict[str, float]):
-    """The embeddings of ``config.views`` augmented views of every training image, labelled."""
-    from ..embeddings.embed import embed_train_views
-    from ..training.fit import SplitVectors
-
-    digest_of = dict(zip(embedded.paths, embedded.digests))
-    viewed = embed_train_views(
-        train.paths, [digest_of[p] for p in train.paths], features, backbone, size, config.background,
-        reporter, config.views, config.seed, config.weights,
-    )
-    timing["views"] = viewed.seconds
-    timing["views_embedded"], timing["views_from_cache"] = viewed.computed, viewed.cached
-    return SplitVectors(viewed.vectors, train.y[viewed.rows], [train.paths[i] for i in viewed.rows])
 
 
 def _final_split(config: TrainConfig, dataset: Dataset, digests, embedded, reporter: Reporter) -> Dataset:
@@ -259,7 +242,6 @@ def _training_summary(fitted, embedded, classes, report_split, timing, started) 
             "data_check": round(timing["data_check"], 3),
             "model_setup": round(timing["model_setup"], 3),
             "backbone": round(timing["backbone"], 3),
-            "views": round(timing.get("views", 0.0), 3),
             "engine_conversion": round(timing["engine_conversion"], 3),
             "head": round(fitted.head_seconds, 3),
             "fine_tune": stages["fine_tune"].get("seconds", 0.0),
@@ -270,8 +252,6 @@ def _training_summary(fitted, embedded, classes, report_split, timing, started) 
         else None,
         "images_embedded": embedded.computed,
         "images_from_cache": embedded.cached,
-        "views_embedded": int(timing.get("views_embedded", 0)),
-        "views_from_cache": int(timing.get("views_from_cache", 0)),
         "embedding_engine": embedded.engine,
     }
 

@@ -40,8 +40,7 @@ Source = Path | np.ndarray
 MAX_FILE_BYTES = 512 << 20
 
 
-def read_capped(path: Path) -> bytes:
-    """A file's bytes, refused (``DecodeError``) beyond ``MAX_FILE_BYTES``. Example: ``read_capped(Path("cat.jpg"))``."""
+def _read_capped(path: Path) -> bytes:
     with open(path, "rb") as f:
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
@@ -56,7 +55,7 @@ def _decode(
         if digest and not isinstance(source, np.ndarray):
             # Hash the very bytes that are decoded: a file rewritten between two reads must
             # never have its new pixels stored under its old content's hash.
-            data = read_capped(source)
+            data = _read_capped(source)
             return decode_image(data, size, background, resize=resize), None, hashlib.sha256(data).hexdigest()
         return decode_image(source, size, background, resize=resize), None, None
     except DecodeError as exc:

@@ -152,7 +152,6 @@ def decode_image(
     *,
     max_pixels: int = MAX_PIXELS,
     formats: tuple[str, ...] | None = None,
-    within: int | None = None,
     resize: str = SQUASH,
 ) -> np.ndarray:
     """Decode an image (file, bytes or uint8 array) to ``(H, W, 3)`` uint8 RGB, optionally resized to ``size``.
@@ -163,9 +162,7 @@ def decode_image(
     and on-device image pipelines do, or with ``resize="crop"`` resizes the centred square
     of the image (the longer side's ends are cut off). An image of more than ``max_pixels`` (at most Pillow's
     bomb limit) is refused from its header; ``formats`` (Pillow names, e.g. ``IMAGE_FORMATS``)
-    limits the decoders tried. Without ``size``, ``within`` scales a larger image down,
-    keeping its aspect, until its shorter side is ``within`` (the source of augmented views).
-    Raises ``DecodeError`` with a short reason.
+    limits the decoders tried. Raises ``DecodeError`` with a short reason.
 
     Example
     -------
@@ -173,9 +170,8 @@ def decode_image(
     (224, 224, 3)
     """
     with _opened(source, max_pixels, formats) as img:
-        if (size or within) and img.format == "JPEG":
-            side = size or within
-            img.draft("RGB", (side, side))  # decode at a reduced scale that is still >= side
+        if size and img.format == "JPEG":
+            img.draft("RGB", (size, size))  # decode at a reduced scale that is still >= size
         img.seek(0)
         img = ImageOps.exif_transpose(img) or img
         if img.width < 1 or img.height < 1:
@@ -188,9 +184,6 @@ def decode_image(
         img = _to_rgb(img, background)
     if size and img.size != (size, size):
         img = _square(img, size, resize)
-    elif not size and within and min(img.size) > within:
-        scale = within / min(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 
 

@@ -27,7 +27,6 @@ class EmbeddingResult:
     vectors: np.ndarray  # (n_ok, features) float32, in input order of the usable paths
     ok: np.ndarray  # bool mask over the input paths
     paths: list[Path] = field(default_factory=list)  # the usable paths, row for row with vectors
-    digests: list[str] = field(default_factory=list)  # their SHA-256, row for row with vectors
     errors: dict[str, str] = field(default_factory=dict)  # path -> reason
     computed: int = 0  # images that went through the backbone (cache misses)
     cached: int = 0
@@ -114,8 +113,6 @@ def compute_embeddings(
         else np.zeros((0, dim), np.float32)
     )
     usable = [p for p, good in zip(paths, ok) if good]
-    usable_digests = [d for d, good in zip(digests, ok) if good]
     return EmbeddingResult(
-        vectors, ok, usable, usable_digests, errors, computed=computed, cached=cached,
-        seconds=time.perf_counter() - started,
+        vectors, ok, usable, errors, computed=computed, cached=cached, seconds=time.perf_counter() - started
     )

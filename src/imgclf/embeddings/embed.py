@@ -12,7 +12,6 @@ from ..progress import Reporter
 from .cache import open_cache
 from .compute import EmbeddingResult, compute_embeddings
 from .engines import embedding_function
-from .views import ViewEmbeddings, embed_views
 
 
 def embedding_key(
@@ -87,35 +86,3 @@ def embed_images(
     result.engine_seconds = engine.seconds
     return result, features
 
-
-def embed_train_views(
-    paths: list[Path],
-    digests: list[str],
-    features: Any,
-    backbone: backbones.Backbone,
-    size: int,
-    background: tuple[int, int, int],
-    reporter: Reporter,
-    views: int,
-    seed: int,
-    weights: str = backbones.PRETRAINED,
-) -> ViewEmbeddings:
-    """``views`` augmented views of each training image (``paths``, with the ``digests`` the
-    image pass computed) embedded by ``features``, through the on-disk cache. Views are crops
-    of the image at its own aspect whatever the resize policy: their key does not name it.
-
-    Example
-    -------
-    >>> res = embed_train_views(paths, digests, fx, lite0, 224, (255, 255, 255), Reporter(), 4, 0)  # doctest: +SKIP
-    """
-    cache = open_cache(cache_dir() / "embeddings.sqlite", reporter.warn) if weights != backbones.RANDOM else None
-    key = embedding_key(backbone, size, background, weights)
-    try:
-        with reporter.bar(f"embedding {views} augmented views ({backbone.name})", len(paths)) as advance:
-            embed, _ = embedding_function(features, key if weights != backbones.RANDOM else None, reporter.warn)
-            return embed_views(
-                paths, digests, embed, cache, key, size, views, seed, background=background, progress=advance
-            )
-    finally:
-        if cache:
-            cache.close()

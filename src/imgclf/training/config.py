@@ -18,8 +18,6 @@ from ..options import Rule, fraction, option, parse_given, positive, validate_op
 from .presets import DEFAULT_PRESET, PRESET_OPTIONS, PRESETS, preset_values
 
 AUGMENT = ("light", "strong", "off")
-# Each view costs one backbone pass per training image: beyond 16 the head stops gaining.
-MAX_VIEWS = 16
 
 
 def _is_fine_tune(value: str) -> bool:
@@ -88,12 +86,6 @@ class TrainConfig:
         "How a photo becomes the square input, in training and in every use of the model: squash "
         "(stretched whole) or crop (its centred square, at its own aspect) (default: the preset's).",
         choices=RESIZE_POLICIES,
-    )
-    views: int | None = option(
-        None,
-        "Augmented views (crop, flip, colour) per training image embedded for the head; 0: none "
-        "(default: the preset's).",
-        rule=Rule(lambda v: 0 <= v <= MAX_VIEWS, f"a whole number from 0 to {MAX_VIEWS}"),
     )
     fine_tune: str | None = option(
         None,

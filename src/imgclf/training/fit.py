@@ -98,12 +98,10 @@ def fit(
     class_weight = class_weights_for(config, train.y, num_classes)
     if class_weight:
         reporter.info(f"imbalanced classes (largest/smallest > {IMBALANCE_RATIO:g}): using balanced class weights")
-    views = vectors.get("train_views")  # augmented views of the training images, when asked for
-    views = views if views is not None and len(views.x) else None
     started = time.perf_counter()
     head, history = train_head(
-        np.concatenate([train.x, views.x]) if views else train.x,
-        np.concatenate([train.y, views.y]) if views else train.y,
+        train.x,
+        train.y,
         val.x if val else None,
         val.y if val else None,
         num_classes,

@@ -13,14 +13,14 @@ from typing import Any
 # Every preset gives every option in PRESET_OPTIONS (input_size None: the backbone's own).
 # Measured on two real photo sets (benchmarks/real_photo_levers.py): the centred square at
 # 288 px paid on both; augmented views, flip TTA, a logistic-regression head and Lite2
-# did not pay on both, so no preset uses them.
+# did not pay on both, so imgclf has no option for them.
 PRESETS: dict[str, dict[str, Any]] = {
     # The head on one embedding per squashed image: the 1000/class speed benchmark's row.
-    "fast": {"backbone": "efficientnet_lite0", "input_size": None, "resize": "squash", "views": 0, "fine_tune": "off"},
+    "fast": {"backbone": "efficientnet_lite0", "input_size": None, "resize": "squash", "fine_tune": "off"},
     # The centred square at 288 px: about 1.5x the backbone time of fast.
-    "balanced": {"backbone": "efficientnet_lite0", "input_size": 288, "resize": "crop", "views": 0, "fine_tune": "off"},
+    "balanced": {"backbone": "efficientnet_lite0", "input_size": 288, "resize": "crop", "fine_tune": "off"},
     # Fine-tuning the top of the backbone on centred squares after the head.
-    "best": {"backbone": "efficientnet_lite0", "input_size": None, "resize": "crop", "views": 0, "fine_tune": "auto"},
+    "best": {"backbone": "efficientnet_lite0", "input_size": None, "resize": "crop", "fine_tune": "auto"},
 }
 DEFAULT_PRESET = "fast"
 PRESET_OPTIONS = tuple(PRESETS[DEFAULT_PRESET])
