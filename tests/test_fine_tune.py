@@ -45,7 +45,19 @@ def test_auto_fine_tunes_only_with_enough_images():
 @pytest.fixture(scope="module")
 def fine_tuned(tmp_path_factory):
     out = tmp_path_factory.mktemp("ft") / "run"
-    return imgclf.train(SAMPLE, out=str(out), fine_tune="0.3", **SMALL)
+    # The best preset with its fine-tuning forced on (the sample is under auto's 50 per class).
+    return imgclf.train(SAMPLE, out=str(out), preset="best", fine_tune="0.3", **SMALL)
+
+
+def test_a_fine_tuned_best_run_exports_with_float32_parity(fine_tuned):
+    options = json.loads((fine_tuned.run_dir / "config.json").read_text())["options"]
+    assert (options["preset"], options["resize"], options["fine_tune"]) == ("best", "crop", "0.3")
+    result = imgclf.export(
+        fine_tuned.run_dir, formats=["tflite"], quantize=["float32"], latency_runs=2, reporter=Reporter(quiet=True)
+    )
+    float32 = next(v for v in result.report["variants"] if v["name"] == "float32")
+    assert result.report["images"] > 0
+    assert float32["agreement"] == 1.0 and float32["max_abs_diff"] < 1e-4
 
 
 def test_stage_two_never_ends_worse_than_stage_one(fine_tuned):

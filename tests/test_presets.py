@@ -85,3 +85,12 @@ def test_best_on_the_sample_says_why_fine_tuning_is_skipped(tmp_path):
     assert stage["status"] == "skipped" and "images per class" in stage["reason"]
     options = json.loads((result.run_dir / "config.json").read_text())["options"]
     assert options["preset"] == "best" and options["fine_tune"] == "auto"
+
+
+def test_balanced_exports_with_float32_parity(balanced_run):
+    result = imgclf.export(
+        balanced_run.run_dir, formats=["tflite"], quantize=["float32"], latency_runs=2, reporter=Reporter(quiet=True)
+    )
+    float32 = next(v for v in result.report["variants"] if v["name"] == "float32")
+    assert result.report["images"] > 0
+    assert float32["agreement"] == 1.0 and float32["max_abs_diff"] < 1e-4
