@@ -50,6 +50,8 @@ bench: setup
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/backbones.py
 	$(BIN)/python benchmarks/real_photos.py
+	$(BIN)/python benchmarks/real_photo_levers.py
+	$(BIN)/python benchmarks/real_photo_levers.py --backbones efficientnet_lite0 --per-class 25
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

@@ -1,6 +1,6 @@
 """Which cheap levers pay on real photos: each one measured on the same embeddings, side by side.
 
-    .venv/bin/python benchmarks/real_photo_levers.py [--sets flowers5] [--backbones efficientnet_lite0]
+    make bench   # or: .venv/bin/python benchmarks/real_photo_levers.py [--sets flowers5] [--backbones efficientnet_lite0]
 
 For each real set (built as ``real_photos.py`` says) and backbone, the images are embedded
 once per way of looking at them -- squashed (imgclf's input today), squashed and flipped,
@@ -246,7 +246,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument(
-        "--backbones", nargs="+", default=["efficientnet_lite0", "efficientnet_lite2"],
+        "--backbones", nargs="+", default=["efficientnet_lite0", "efficientnet_lite2", "efficientnet_lite0@288"],
         help="backbone names, or name@pixels for another input size (efficientnet_lite0@288)",
     )
     parser.add_argument("--data", type=Path, default=REALDATA)
