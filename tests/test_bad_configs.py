@@ -41,6 +41,21 @@ def test_config_values_of_the_wrong_type_or_range_are_refused(tmp_path, capsys, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        ({"preset": ["best"]}, "--preset ['best']: must be text"),
+        ({"preset": "turbo"}, "--preset turbo: unknown; choose from fast, balanced, best"),
+        ({"resize": {"crop": 1}}, "--resize {'crop': 1}: must be text"),
+    ],
+    ids=["preset-list", "preset-unknown", "resize-dict"],
+)
+def test_a_preset_or_resize_that_is_not_one_is_refused(tmp_path, capsys, options, says):
+    code = main(["train", "--config", str(_config(tmp_path, **options)), "--out", str(tmp_path / "run")])
+    assert code == 2 and says in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
 def test_deeply_nested_json_is_refused(tmp_path, capsys):
     path = tmp_path / "config.json"
     path.write_text('{"options": ' + "[" * 100_000 + "]" * 100_000 + "}")

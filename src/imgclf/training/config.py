@@ -105,7 +105,7 @@ class TrainConfig:
         parse_given(self)
         if isinstance(self.background, list):  # JSON gives a list
             self.background = tuple(self.background)  # type: ignore[assignment]
-        if self.preset in PRESETS:  # an unknown preset is validate()'s one-line error
+        if isinstance(self.preset, str) and self.preset in PRESETS:  # else: validate()'s one-line error
             values = preset_values(self.preset)
             if self.backbone not in (None, values["backbone"]):
                 values["input_size"] = None  # the preset's size is for its backbone: another keeps its own
