@@ -26,9 +26,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 # The Pillow formats of those extensions: what ``imgclf serve`` opens (``formats=``), so bytes
 # from a client never reach Pillow's other, less exercised decoders (TIFF, PSD, EPS, ...).
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
-# How an image becomes the square input: stretched whole (the tutorial's and TFLite Model
-# Maker's way), or its centred square kept, at the image's own aspect (torchvision's and
-# Ultralytics' evaluation crop).
+# How an image becomes the square input: stretched whole (the tutorial's way, and a plain
+# tf.image.resize), or its centred square, at the image's own aspect (the usual evaluation
+# crop of torchvision-style pipelines).
 SQUASH, CROP = "squash", "crop"
 RESIZE_POLICIES = (SQUASH, CROP)
 # Pillow's own bomb limit: larger images are refused before their pixels are decoded,
@@ -160,9 +160,9 @@ def decode_image(
     converted to RGB, transparency composited onto ``background``; GIFs give their first
     frame. Resizing squashes to a square with bilinear filtering, as ``tf.image.resize``
     and on-device image pipelines do, or with ``resize="crop"`` resizes the centred square
-    of the image (the longer side's ends are cut off). An image of more than ``max_pixels`` (at most Pillow's
-    bomb limit) is refused from its header; ``formats`` (Pillow names, e.g. ``IMAGE_FORMATS``)
-    limits the decoders tried. Raises ``DecodeError`` with a short reason.
+    of the image (the longer side's ends are cut off). An image of more than ``max_pixels``
+    (at most Pillow's bomb limit) is refused from its header; ``formats`` (Pillow names,
+    e.g. ``IMAGE_FORMATS``) limits the decoders tried. Raises ``DecodeError`` with a short reason.
 
     Example
     -------

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import flatbuffers
 
-from ..data.decode import RESIZE_POLICIES, SQUASH
+from ..data.decode import CROP, RESIZE_POLICIES, SQUASH
 from ..errors import ModelError
 
 
@@ -87,8 +87,8 @@ class ModelInfo:
 # The metadata schema has no field for how a photo is made square, so the input's
 # description says it in these exact words, which ``read_metadata`` looks for.
 _RESIZE_WORDS = {
-    "squash": "the whole photo resized to the square (stretched)",
-    "crop": "the centred square of the photo, resized",
+    SQUASH: "the whole photo resized to the square (stretched)",
+    CROP: "the centred square of the photo, resized",
 }
 assert set(_RESIZE_WORDS) == set(RESIZE_POLICIES)
 
