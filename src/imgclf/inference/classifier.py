@@ -49,12 +49,12 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def _trained_framing(model: Path) -> tuple[tuple[int, int, int], str]:
+def _trained_framing(model: Path, alone: str = SQUASH) -> tuple[tuple[int, int, int], str]:
     """The background colour and resize policy the model was trained with (from its run's
-    config.json), else white and squash."""
+    config.json); away from a run, white and ``alone`` (what a .tflite's metadata says)."""
     run = RunDir.containing(model)
     if run is None:
-        return WHITE, SQUASH
+        return WHITE, alone
     try:
         return run.background(), run.resize()
     except ValueError as exc:
@@ -190,10 +190,7 @@ class Classifier:
                 f"{path}: no normalization metadata; assuming raw 0..255 pixels (set --input-mean/--input-std)",
                 stacklevel=2,
             )
-        background, resize = _trained_framing(path)
-        if RunDir.containing(path) is None and info is not None:
-            resize = info.resize  # a .tflite away from its run: its metadata says how it was fed
-        return cls(backend, labels, path, background, resize)
+        return cls(backend, labels, path, *_trained_framing(path, info.resize if info else SQUASH))
 
     def predict_proba(
         self, images: Sequence[str | Path | np.ndarray], batch_size: int = 32
