@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
-from real_photos import HOW_TO_BUILD, REALDATA, SETS
+from real_photos import REALDATA, SETS, present_sets
 from report import update_section
 from train_speed import RESULTS
 
@@ -143,13 +143,8 @@ def _dense(x, y, xv, yv, classes):
 def _logreg(x, y, xv, yv, classes):
     from sklearn.linear_model import LogisticRegression
 
-    best = None
-    for c in (0.03, 0.1, 0.3, 1.0, 3.0):
-        model = LogisticRegression(C=c, max_iter=2000).fit(x, y)
-        acc = float(np.mean(model.predict(xv) == yv))
-        if best is None or acc > best[0]:
-            best = (acc, model, c)
-    return best[1].predict_proba
+    models = [LogisticRegression(C=c, max_iter=2000).fit(x, y) for c in (0.03, 0.1, 0.3, 1.0, 3.0)]
+    return max(models, key=lambda m: np.mean(m.predict(xv) == yv)).predict_proba  # the first best C
 
 
 # name, head, look (squash or crop), training views ("", "flip", "views", "mild"), how many, flip TTA
@@ -195,8 +190,12 @@ def variants(emb: dict) -> list[dict]:
     rows = []
     for name, fit, look, extra_kind, k, tta in PLANS:
         flipped = "cropflip" if look == "crop" else "flip"
-        needs = [f"train/{extra_kind or look}", f"train/{flipped}" if tta or extra_kind == "flip" else f"train/{look}"]
-        if not all(n in emb for n in needs):
+        needs = {f"train/{look}"}
+        if extra_kind in ("views", "mild"):
+            needs.add(f"train/{extra_kind}")
+        if tta or extra_kind == "flip":
+            needs.add(f"train/{flipped}")
+        if not needs <= emb.keys():  # a backbone measured without flips and views
             continue
         x, yy, extra = emb[f"train/{look}"], y, 0.0
         if extra_kind == "flip":
@@ -256,9 +255,9 @@ def main() -> None:
         help="backbones measured with flips and views too (the others: squash and crop only)",
     )
     opts = parser.parse_args()
-    present = [s for s in opts.sets if (opts.data / s / "train").is_dir()]
-    for missing in sorted(set(opts.sets) - set(present)):
-        print(f"real_photo_levers: skipping {missing}: not in {opts.data}. To build it: {HOW_TO_BUILD}")
+    present = present_sets(opts.sets, opts.data, "real_photo_levers")
+    if not present:
+        return
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     saved = RESULTS / "real_photo_levers.json"
     results = json.loads(saved.read_text()) if saved.exists() else {"runs": []}

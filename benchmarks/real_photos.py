@@ -41,6 +41,14 @@ HOW_TO_BUILD = (
 )
 
 
+def present_sets(sets: list[str], data: Path, script: str) -> list[str]:
+    """The sets built under ``data``; each missing one is named with how to build it."""
+    present = [s for s in sets if (data / s / "train").is_dir()]
+    for missing in sorted(set(sets) - set(present)):
+        print(f"{script}: skipping {missing}: not in {data}. To build it: {HOW_TO_BUILD}")
+    return present
+
+
 def _source(data: Path) -> dict[str, str]:
     """Origin, licence and commit of a set, from the SOURCE.txt that realdata.py writes."""
     fields = {}
@@ -109,9 +117,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["tutorial", *CONFIGS], choices=["tutorial", *CONFIGS])
     parser.add_argument("--data", type=Path, default=REALDATA, help="where realdata.py wrote the sets")
     opts = parser.parse_args()
-    present = [s for s in opts.sets if (opts.data / s / "train").is_dir()]
-    for missing in sorted(set(opts.sets) - set(present)):
-        print(f"real_photos: skipping {missing}: not in {opts.data}. To build it: {HOW_TO_BUILD}")
+    present = present_sets(opts.sets, opts.data, "real_photos")
     if not present:
         return
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
