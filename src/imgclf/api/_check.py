@@ -31,7 +31,10 @@ class CheckConfig:
     0.97
     """
 
-    data: str = option(help="Folder of class subfolders (or train/ val/ test/).", argument=True)
+    data: str = option(
+        help="Folder of class subfolders (or train/ val/ test/), or a .csv/.parquet manifest (path, label[, split]).",
+        argument=True,
+    )
     near_duplicates: bool = option(False, "Also find near-identical images (backbone embeddings).")
     threshold: float = option(
         0.97, "Cosine similarity for --near-duplicates.", rule=fraction(low_open=True, high_open=False)

@@ -21,7 +21,12 @@ class PredictConfig(LoadOptions):
     """Options of ``imgclf predict``."""
 
     model: str = option(help="Run directory, .keras, .tflite or SavedModel folder.", argument=True)
-    paths: list[str] = option(help="Image files or folders of images.", argument=True, many=True, factory=list)
+    paths: list[str] = option(
+        help="Image files, folders of images, or .csv/.parquet manifests (their path column).",
+        argument=True,
+        many=True,
+        factory=list,
+    )
     top_k: int = option(3, "Labels per image, best first.")
     batch_size: int = option(32, "Images decoded and run together.", rule=whole(1))
 
@@ -31,7 +36,9 @@ class EvaluateConfig(LoadOptions):
     """Options of ``imgclf evaluate``."""
 
     model: str = option(help="Run directory, .keras, .tflite or SavedModel folder.", argument=True)
-    data: str = option(help="Labelled folder: one subfolder per class (test/ or val/ of a split one).", argument=True)
+    data: str = option(
+        help="Labelled folder: one subfolder per class (test/ or val/ of a split one), or a manifest.", argument=True
+    )
     out: str | None = option(None, "Where to write metrics and plots (default MODEL_DIR/eval-<data>).", metavar="PATH")
     batch_size: int = option(32, "Images decoded and run together.", rule=whole(1))
 

@@ -4,7 +4,9 @@ Layouts:
 - ``DATA/<class>/**/<image>``: split stratified into train/val(/test) by ``val_split``,
   ``test_split`` and ``seed``;
 - ``DATA/train/<class>/…`` with ``val/`` (or ``validation/``) and/or ``test/`` beside it:
-  those folders are used as given; a missing ``val/`` is split off ``train/``.
+  those folders are used as given; a missing ``val/`` is split off ``train/``;
+- ``DATA.csv`` or ``DATA.parquet``, a manifest (manifest.py): its rows split like the folders
+  (without a split column) or as its split column says.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from ..errors import DataError
 from ..text import name_problem, shown
 from .decode import IMAGE_EXTENSIONS
+from .manifest import is_manifest, read_manifest
 
 _VAL_ALIASES = ("val", "validation")
 
@@ -42,7 +45,7 @@ class Dataset:
     root: Path
     classes: list[str]
     splits: dict[str, Split]
-    layout: str  # "folders" (split here) or "presplit" (train/ val/ test/ given)
+    layout: str  # "folders" (split here), "presplit" (train/ val/ test/ given) or "manifest"
     warnings: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -235,13 +238,17 @@ def load_dataset(
     (['ankle_boot', 'bag'], 320)
     """
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"{root}: no such folder; pass the folder that holds one subfolder per class")
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder; pass the folder that holds one subfolder per class")
     if not (0 <= val_split < 1 and 0 <= test_split < 1 and val_split + test_split < 1):
         # Users' values are checked by TrainConfig; this guards direct calls.
         raise ValueError(f"val_split {val_split} and test_split {test_split} leave nothing to train on")
+    if is_manifest(root):
+        return _manifest_dataset(root, val_split, test_split, seed, groups)
+    if not root.exists():
+        raise DataError(f"{root}: no such folder; pass the folder that holds one subfolder per class")
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: not a folder; pass the folder that holds one subfolder per class, or a .csv/.parquet manifest"
+        )
 
     warnings: list[str] = []
     layout, folders = resolve_layout(root)
@@ -258,18 +265,69 @@ def load_dataset(
 
     train_images = _read_classes(root / "train", warnings)
     _check_classes(train_images, root / "train")
-    classes = sorted(train_images)
     given: dict[str, dict[str, list[Path]]] = {}
     for split, folder in (("val", val_name), ("test", "test" if "test" in subs else None)):
-        if folder is None:
-            continue
-        images = _read_classes(root / folder, warnings)
+        if folder is not None:
+            given[split] = _read_classes(root / folder, warnings)
+    return _presplit(root, train_images, given, root / "train", val_split, test_split, seed, groups, warnings)
+
+
+def _manifest_dataset(
+    source: Path, val_split: float, test_split: float, seed: int, groups: dict[Path, str] | None
+) -> Dataset:
+    """A manifest's rows as a Dataset; rows whose file is missing are skipped with a warning
+    (the doctor lists them too), so a stale manifest still trains on what is there."""
+    manifest = read_manifest(source)
+    warnings = [f"skipped {s['path']}: {s['reason']}" for s in manifest.skipped]
+    images: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
+    missing = []
+    for row in manifest.rows:
+        if row.path.is_file():
+            images[row.split][row.label].append(row.path)
+        else:
+            missing.append(row)
+    if missing:
+        first = missing[0]
+        warnings.append(
+            f"skipped {len(missing)} row(s) of {shown(source.name)} whose file is missing "
+            f"(e.g. row {first.row}: {shown(first.path)})"
+        )
+    pool = dict(images.get("all" if not manifest.presplit else "train", {}))
+    if len(pool) < 2:
+        rows = "train rows" if manifest.presplit else "rows"
+        raise DataError(
+            f"{shown(source)}: {len(pool)} label(s) among the usable {rows}; training needs at least 2 labels "
+            "with images (run `imgclf check` on it to see why rows were skipped)"
+        )
+    if not manifest.presplit:
+        classes = sorted(pool)
+        splits = _stratified_split(pool, classes, {"val": val_split, "test": test_split}, seed, groups)
+        return Dataset(source, classes, splits, "manifest", warnings)
+    given = {split: dict(images[split]) for split in ("val", "test") if split in images}
+    dataset = _presplit(source, pool, given, source, val_split, test_split, seed, groups, warnings)
+    dataset.layout = "manifest"
+    return dataset
+
+
+def _presplit(
+    root: Path,
+    train_images: dict[str, list[Path]],
+    given: dict[str, dict[str, list[Path]]],
+    train_where: Path,
+    val_split: float,
+    test_split: float,
+    seed: int,
+    groups: dict[Path, str] | None,
+    warnings: list[str],
+) -> Dataset:
+    """Train images split as the fractions say where no val/test images were ``given``."""
+    classes = sorted(train_images)
+    for split, images in given.items():
         unknown = sorted(set(images) - set(classes))
         if unknown:
             raise DataError(
-                f"{root / folder}: classes {unknown} are not in {root / 'train'}; every split must use the training classes"
+                f"{root} ({split}): classes {unknown} are not in {train_where}; every split must use the training classes"
             )
-        given[split] = images
     fractions = {"val": 0.0 if "val" in given else val_split, "test": 0.0 if "test" in given else test_split}
     splits = _stratified_split(train_images, classes, fractions, seed, groups)
     for split, images in given.items():

@@ -29,6 +29,7 @@ from ..fileio import content_digest, default_workers
 from ..text import name_problem, shown
 from .dataset import _is_hidden, _subfolders, resolve_layout, utf8_name
 from .decode import IMAGE_EXTENSIONS, DecodeError, ImageInfo, inspect_image
+from .manifest import is_manifest, read_manifest
 
 MIN_SIDE = 32
 MAX_ASPECT = 5.0
@@ -146,26 +147,31 @@ def check_dataset(root: str | Path, workers: int | None = None) -> CheckReport:
     """
     started = time.perf_counter()
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder; pass the folder that holds one subfolder per class")
-    layout, folders = resolve_layout(root)
     ignored: list[dict[str, str]] = []
     bad_names: list[Problem] = []
-    records, classes = _collect(layout, folders, ignored, bad_names)
+    if is_manifest(root):
+        layout, splits, records, classes = _collect_manifest(root, ignored)
+        folders: dict[str, Path] = {}
+    elif root.is_dir():
+        layout, folders = resolve_layout(root)
+        records, classes = _collect(layout, folders, ignored, bad_names)
+        splits = list(folders)
+    else:
+        raise DataError(f"{root}: no such folder; pass the folder that holds one subfolder per class")
     with ThreadPoolExecutor(workers or default_workers()) as pool:
         records = list(pool.map(_inspect, records))
     usable = [r for r in records if r.error is None]
-    counts = {split: {c: 0 for c in classes} for split in folders}
+    counts = {split: {c: 0 for c in classes} for split in splits}
     for r in usable:
         counts[r.split][r.label] += 1
-    per_class = counts["train" if layout == "presplit" else "all"]
+    per_class = counts["train" if "train" in counts else "all"]
     problems = [
         *bad_names,
         *_unreadable([r for r in records if r.error]),
         *_odd_shapes(usable),
         *_duplicates(usable),
         *_folder_problems(folders, classes, counts),
-        *_trainability(per_class, need=1 if layout == "presplit" and "val" in folders else 2),
+        *_trainability(per_class, need=1 if "val" in splits else 2),
     ]
     nonzero = [n for n in per_class.values() if n]
     return CheckReport(
@@ -205,6 +211,17 @@ def _collect(
             if layout == "folders" or p.suffix.lower() in IMAGE_EXTENSIONS:
                 ignored.append({"path": shown(p), "reason": "not inside a class folder"})
     return records, sorted(class_names)
+
+
+def _collect_manifest(source: Path, ignored: list[dict[str, str]]) -> tuple[str, list[str], list[FileRecord], list[str]]:
+    """A manifest's rows as records (not yet inspected); skipped rows go to ``ignored``."""
+    manifest = read_manifest(source)
+    ignored.extend(manifest.skipped)
+    records = [FileRecord(r.path, r.split, r.label) for r in manifest.rows]
+    splits = [s for s in ("train", "val", "test") if any(r.split == s for r in records)] if manifest.presplit else ["all"]
+    if manifest.presplit and "train" not in splits:
+        splits.insert(0, "train")
+    return "manifest", splits, records, sorted({r.label for r in records})
 
 
 _UNUSABLE = {  # kind: (how the reason starts, how the problem is titled)

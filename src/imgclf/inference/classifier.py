@@ -13,6 +13,7 @@ from ..data.batches import run_batches
 from ..data.color import WHITE
 from ..data.dataset import find_images, load_dataset
 from ..data.decode import SQUASH
+from ..data.manifest import is_manifest, read_manifest
 from ..errors import ModelError, UsageError
 from ..evaluation.metrics import compute_metrics
 from ..litert.interpreter import Normalization
@@ -30,7 +31,8 @@ def _read_labels(path: Path) -> list[str]:
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their images (recursive, sorted), order kept.
+    """Files as given, folders expanded to their images (recursive, sorted), manifests to
+    their rows' files, order kept.
 
     Example
     -------
@@ -42,6 +44,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         p = Path(item)
         if p.is_dir():
             out.extend(find_images(p))
+        elif is_manifest(p):
+            out.extend(row.path for row in read_manifest(p).rows)
         elif p.exists() or p.is_symlink():
             out.append(p)
         else:

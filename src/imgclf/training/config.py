@@ -13,6 +13,7 @@ from typing import Any
 from .. import backbones
 from ..data.color import is_rgb, parse_color
 from ..data.decode import RESIZE_POLICIES
+from ..data.manifest import is_manifest
 from ..errors import UsageError
 from ..options import Rule, fraction, option, parse_given, positive, validate_options, whole
 from .presets import DEFAULT_PRESET, PRESET_OPTIONS, PRESETS, preset_values
@@ -39,7 +40,11 @@ class TrainConfig:
     'efficientnet_lite0'
     """
 
-    data: str = option(help="Folder of class subfolders (or train/ val/ test/).", argument=True, required=False)
+    data: str = option(
+        help="Folder of class subfolders (or train/ val/ test/), or a .csv/.parquet manifest (path, label[, split]).",
+        argument=True,
+        required=False,
+    )
     preset: str = option(
         DEFAULT_PRESET,
         "Accuracy preset: fast (the head on one embedding per squashed image), balanced (centred "
@@ -237,7 +242,8 @@ class TrainConfig:
     def default_out(data: str | Path) -> str:
         """``runs/<data folder>-<time>``: where a run goes when no ``out`` is given."""
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        return str(Path("runs") / f"{Path(data).resolve().name or 'data'}-{stamp}")
+        name = Path(data).resolve().stem if is_manifest(data) else Path(data).resolve().name
+        return str(Path("runs") / f"{name or 'data'}-{stamp}")
 
     def head_params(self, class_weight: dict[int, float] | None = None) -> StageParams:
         """How stage 1 (the head on embeddings) trains."""

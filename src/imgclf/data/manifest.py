@@ -1,0 +1,176 @@
+"""A manifest: a CSV or Parquet table that lists images and their labels, instead of folders.
+
+Columns: ``path`` (or ``uri``) and ``label``, optionally ``split`` (train, val or validation,
+test, or empty); other columns are ignored. A path is relative to the manifest's folder or
+absolute; a URI is ``file://``. When any row names a split, the manifest is pre-split like
+``train/ val/ test/`` folders (rows with an empty split train); otherwise every row is split by
+``--val-split``/``--test-split`` as a folder of class subfolders is.
+
+Rows that cannot be used (an empty path or label, a label that cannot be a class name, a path
+listed twice) are skipped with their row number and reason; a missing column, an unknown
+split value or a URI scheme imgclf does not read stops with one line naming the row.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from ..errors import DataError
+from ..text import name_problem, shown
+
+MANIFEST_SUFFIXES = (".csv", ".parquet")
+_SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+# A field longer than this is not a path or a label: the csv module's own default limit.
+_MAX_FIELD = 131072
+
+
+@dataclass
+class ManifestRow:
+    """One usable row: the image, its label, and its split ("all" when the manifest has none)."""
+
+    path: Path
+    label: str
+    split: str
+    row: int  # 1-based data row number, as a spreadsheet shows it below the header
+
+
+@dataclass
+class Manifest:
+    """The rows of a manifest file, and the rows skipped with why."""
+
+    source: Path
+    rows: list[ManifestRow]
+    presplit: bool
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"path": "manifest.csv row 3", "reason": ...}
+
+
+def is_manifest(path: str | Path) -> bool:
+    """Whether ``path`` names a manifest file rather than a folder (a folder named like
+    ``x.csv`` stays a folder).
+
+    Example
+    -------
+    >>> is_manifest("photos.csv"), is_manifest("photos/")
+    (True, False)
+    """
+    return Path(path).suffix.lower() in MANIFEST_SUFFIXES and not Path(path).is_dir()
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read and check a CSV or Parquet manifest.
+
+    Example
+    -------
+    >>> m = read_manifest("photos.csv")  # doctest: +SKIP
+    >>> m.rows[0].path, m.rows[0].label, m.presplit  # doctest: +SKIP
+    (PosixPath('/data/photos/cat/1.jpg'), 'cat', False)
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise DataError(f"{shown(source)}: no such manifest file; give a .csv or .parquet file, or a folder")
+    columns, records = _table(source)
+    where = next((c for c in ("path", "uri") if c in columns), None)
+    missing = [c for c, ok in (("path (or uri)", where), ("label", "label" in columns)) if not ok]
+    if missing:
+        raise DataError(
+            f"{shown(source)}: no {' and no '.join(missing)} column (columns: {', '.join(map(shown, columns)) or 'none'}); "
+            "a manifest needs path (or uri) and label, and may have split"
+        )
+    rows: list[ManifestRow] = []
+    skipped: list[dict[str, str]] = []
+    first_row_of: dict[Path, int] = {}
+    for number, record in enumerate(records, start=1):
+        here = f"{shown(source.name)} row {number}"
+        value, label = _text(record.get(where)), _text(record.get("label"))
+        split = _split(_text(record.get("split")), here)
+        why = _row_problem(value, label)
+        # Absolute paths: a run records the manifest file as its data, and nothing is relative to a file.
+        image = None if why else _local_path(value, source.resolve().parent, here)
+        if image is not None and image in first_row_of:
+            why = f"{shown(image)} is already listed in row {first_row_of[image]}"
+        if why:
+            skipped.append({"path": here, "reason": why})
+            continue
+        first_row_of[image] = number
+        rows.append(ManifestRow(image, label, split, number))
+    presplit = any(r.split for r in rows)
+    for r in rows:
+        r.split = (r.split or "train") if presplit else "all"
+    return Manifest(source, rows, presplit, skipped)
+
+
+def _table(source: Path) -> tuple[list[str], list[dict]]:
+    """The column names (stripped, lower case) and the rows as dicts of those names."""
+    if source.suffix.lower() == ".parquet":
+        return _parquet(source)
+    try:
+        with source.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
+            reader = csv.reader(f)
+            header = [h.strip().lower() for h in next(reader, [])]
+            return header, [dict(zip(header, values)) for values in reader]
+    except UnicodeDecodeError:
+        raise DataError(f"{shown(source)}: not UTF-8 text; save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise DataError(f"{shown(source)}: not a readable CSV file ({exc}); save it as plain CSV") from None
+
+
+def _parquet(source: Path) -> tuple[list[str], list[dict]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(
+            f"{shown(source)}: reading a Parquet manifest needs pyarrow: pip install 'imgclf[parquet]' (or give a .csv manifest)"
+        ) from None
+    try:
+        table = pq.read_table(source)
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid/OSError kinds for bad files
+        raise DataError(f"{shown(source)}: not a readable Parquet file ({type(exc).__name__}); check the file") from None
+    names = [n.strip().lower() for n in table.column_names]
+    wanted = [i for i, n in enumerate(names) if n in ("path", "uri", "label", "split")]
+    columns = {names[i]: table.column(i).to_pylist() for i in wanted}
+    return names, [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _split(value: str, here: str) -> str:
+    """ "" or train/val/test; an unknown value stops: guessing would move images between splits."""
+    if not value:
+        return ""
+    split = _SPLITS.get(value.lower())
+    if split is None:
+        raise DataError(f"{here}: unknown split '{shown(value)}'; use train, val (or validation), test, or leave it empty")
+    return split
+
+
+def _row_problem(value: str, label: str) -> str | None:
+    if not value:
+        return "empty path"
+    if len(value) > _MAX_FIELD or len(label) > _MAX_FIELD:
+        return "a field is too long to be a path or a label"
+    if not label:
+        return "empty label"
+    if problem := name_problem(label):
+        return f"label '{shown(label)}' cannot be a class name ({problem})"
+    return None
+
+
+def _local_path(value: str, base: Path, here: str) -> Path:
+    """The file a path or URI names; relative paths are relative to the manifest's folder."""
+    parts = urlsplit(value)
+    if len(parts.scheme) > 1:  # one letter is a Windows drive, not a scheme
+        if parts.scheme.lower() != "file":
+            raise DataError(
+                f"{here}: {shown(parts.scheme)}:// URIs are not read by imgclf yet; copy the images to a local "
+                "folder and list their paths (or file:// URIs)"
+            )
+        if parts.netloc not in ("", "localhost"):
+            raise DataError(f"{here}: file:// URI on host '{shown(parts.netloc)}'; only local files are read")
+        return Path(unquote(parts.path))
+    path = Path(value)
+    return path if path.is_absolute() else base / path
