@@ -14,6 +14,7 @@ split value or a URI scheme imgclf does not read stops with one line naming the 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -82,13 +83,14 @@ def read_manifest(path: str | Path) -> Manifest:
     rows: list[ManifestRow] = []
     skipped: list[dict[str, str]] = []
     first_row_of: dict[Path, int] = {}
+    base = source.resolve().parent
     for number, record in enumerate(records, start=1):
         here = f"{shown(source.name)} row {number}"
         value, label = _text(record.get(where)), _text(record.get("label"))
         split = _split(_text(record.get("split")), here)
         why = _row_problem(value, label)
         # Absolute paths: a run records the manifest file as its data, and nothing is relative to a file.
-        image = None if why else _local_path(value, source.resolve().parent, here)
+        image = None if why else _local_path(value, base, here)
         if image is not None and image in first_row_of:
             why = f"{shown(image)} is already listed in row {first_row_of[image]}"
         if why:
@@ -102,22 +104,28 @@ def read_manifest(path: str | Path) -> Manifest:
     return Manifest(source, rows, presplit, skipped)
 
 
-def _table(source: Path) -> tuple[list[str], list[dict]]:
-    """The column names (stripped, lower case) and the rows as dicts of those names."""
+def _table(source: Path) -> tuple[list[str], Iterator[dict[str, object]]]:
+    """The column names (stripped, lower case) and the rows, read as they are used: a
+    manifest of millions of rows is not held twice."""
     if source.suffix.lower() == ".parquet":
         return _parquet(source)
-    try:
-        with source.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
-            reader = csv.reader(f)
-            header = [h.strip().lower() for h in next(reader, [])]
-            return header, [dict(zip(header, values)) for values in reader]
-    except UnicodeDecodeError:
-        raise DataError(f"{shown(source)}: not UTF-8 text; save the CSV as UTF-8") from None
-    except csv.Error as exc:
-        raise DataError(f"{shown(source)}: not a readable CSV file ({exc}); save it as plain CSV") from None
+    header = [h.strip().lower() for h in next(_csv_lines(source), [])]
+    lines = _csv_lines(source)
+    next(lines, None)
+    return header, (dict(zip(header, values)) for values in lines)
 
 
-def _parquet(source: Path) -> tuple[list[str], list[dict]]:
+def _csv_lines(source: Path) -> Iterator[list[str]]:
+    with source.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
+        try:
+            yield from csv.reader(f)
+        except UnicodeDecodeError:
+            raise DataError(f"{shown(source)}: not UTF-8 text; save the CSV as UTF-8") from None
+        except csv.Error as exc:
+            raise DataError(f"{shown(source)}: not a readable CSV file ({exc}); save it as plain CSV") from None
+
+
+def _parquet(source: Path) -> tuple[list[str], Iterator[dict[str, object]]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -125,13 +133,22 @@ def _parquet(source: Path) -> tuple[list[str], list[dict]]:
             f"{shown(source)}: reading a Parquet manifest needs pyarrow: pip install 'imgclf[parquet]' (or give a .csv manifest)"
         ) from None
     try:
-        table = pq.read_table(source)
+        parquet = pq.ParquetFile(source)
+        names = {n.strip().lower(): n for n in parquet.schema_arrow.names}
+        wanted = [names[c] for c in ("path", "uri", "label", "split") if c in names]
+        batches = parquet.iter_batches(batch_size=65536, columns=wanted)  # only the columns used
     except Exception as exc:  # pyarrow raises its own ArrowInvalid/OSError kinds for bad files
         raise DataError(f"{shown(source)}: not a readable Parquet file ({type(exc).__name__}); check the file") from None
-    names = [n.strip().lower() for n in table.column_names]
-    wanted = [i for i, n in enumerate(names) if n in ("path", "uri", "label", "split")]
-    columns = {names[i]: table.column(i).to_pylist() for i in wanted}
-    return names, [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+    def rows() -> Iterator[dict[str, object]]:
+        try:
+            for batch in batches:
+                columns = {name.strip().lower(): batch.column(name).to_pylist() for name in batch.schema.names}
+                yield from (dict(zip(columns, values)) for values in zip(*columns.values()))
+        except Exception as exc:
+            raise DataError(f"{shown(source)}: not a readable Parquet file ({type(exc).__name__}); check the file") from None
+
+    return list(names), rows()
 
 
 def _text(value: object) -> str:
