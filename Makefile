@@ -37,7 +37,7 @@ lint: setup
 
 # Benchmarks need the Fashion-MNIST source files (Debian package) to write their folders;
 # real_photos.py needs the real-photo sets built by ../shared/tools/realdata.py (it says how
-# when they are missing, and skips them).
+# when they are missing, and skips them); with them, the real-photo scripts take hours.
 bench: setup
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
@@ -52,6 +52,7 @@ bench: setup
 	$(BIN)/python benchmarks/real_photos.py
 	$(BIN)/python benchmarks/real_photo_levers.py
 	$(BIN)/python benchmarks/real_photo_levers.py --backbones efficientnet_lite0 --per-class 25
+	$(BIN)/python benchmarks/fine_tune_variants.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

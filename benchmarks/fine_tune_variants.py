@@ -126,18 +126,22 @@ def markdown(results: dict, when: str) -> str:
         "",
         f"`benchmarks/fine_tune_variants.py`, last run {when}. Each row is one cold run of "
         "`imgclf train DATA --preset best` with one change to stage 2 (fine-tuning); *head val* is "
-        "the validation accuracy after stage 1, *epochs* how many stage 2 ran before early stopping.",
+        "the validation accuracy after stage 1, *epochs* how many stage 2 ran before early stopping; "
+        "*kept* says whether stage 2 beat stage 1 on validation (if not, the run keeps stage 1's model "
+        "and its accuracy). The 20-epoch stage 2 that `best` ran before is the *best_20_epochs* row of "
+        "the real-photos table. This machine is shared: compare seconds per epoch within one date.",
         "",
-        "| set | variant | change | test acc | val acc | head val | epochs | stage 2 s | wall s | measured |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| set | variant | change | test acc | val acc | head val | kept | epochs | stage 2 s | s/epoch | wall s | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for set_name, rows in results["sets"].items():
         for name in (n for n in VARIANTS if n in rows):
             row = rows[name]
             lines.append(
                 f"| {set_name} | {name} | {VARIANTS[name][0]} | {row['test_accuracy']:.3f} | "
-                f"{row['val_accuracy']:.3f} | {row['head_val_accuracy']:.3f} | {row['epochs_run']} | "
-                f"{row['fine_tune_s']:.0f} | {row['wall_s']:.0f} | {row['date']} |"
+                f"{row['val_accuracy']:.3f} | {row['head_val_accuracy']:.3f} | {'yes' if row['kept'] else 'no'} | "
+                f"{row['epochs_run']} | {row['fine_tune_s']:.0f} | {row['fine_tune_s'] / max(1, row['epochs_run']):.0f} | "
+                f"{row['wall_s']:.0f} | {row['date']} |"
             )
     return "\n".join(lines)
 
