@@ -168,3 +168,10 @@ def test_train_check_evaluate_and_predict_take_a_manifest(color_folders, tmp_pat
     top1 = [r for r in csv.DictReader(capsys.readouterr().out.splitlines()) if r["rank"] == "1"]
     assert len(top1) == 30
     assert sum(Path(r["path"]).parent.name == r["label"] for r in top1) >= 27
+
+
+def test_a_relative_file_uri_is_relative_to_the_manifest_like_a_path(color_folders, tmp_path, monkeypatch):
+    manifest = write_csv(color_folders.parent / "m.csv", ["uri", "label"], [["file:colors/red/00.png", "red"]])
+    monkeypatch.chdir(tmp_path / "..")  # anywhere but the manifest's folder
+    assert read_manifest(manifest).rows[0].path == color_folders / "red" / "00.png"
+

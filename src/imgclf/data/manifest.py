@@ -188,6 +188,7 @@ def _local_path(value: str, base: Path, here: str) -> Path:
             )
         if parts.netloc not in ("", "localhost"):
             raise DataError(f"{here}: file:// URI on host '{shown(parts.netloc)}'; only local files are read")
-        return Path(unquote(parts.path))
-    path = Path(value)
+        path = Path(unquote(parts.path))  # file:x.png (no slashes) is relative, like a path
+    else:
+        path = Path(value)
     return path if path.is_absolute() else base / path
