@@ -48,7 +48,7 @@ class TrainConfig:
     preset: str = option(
         DEFAULT_PRESET,
         "Accuracy preset: fast (the head on one embedding per squashed image), balanced (centred "
-        "squares at 288 px), best (+ fine-tuning). Options given as well override it.",
+        "squares at 288 px), best (centred squares, then 8 epochs of fine-tuning). Options given as well override it.",
         choices=tuple(PRESETS),
     )
     # None: the preset's value (filled in by __post_init__, so a config always holds values).
