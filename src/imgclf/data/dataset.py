@@ -304,9 +304,7 @@ def _manifest_dataset(
         splits = _stratified_split(pool, classes, {"val": val_split, "test": test_split}, seed, groups)
         return Dataset(source, classes, splits, "manifest", warnings)
     given = {split: dict(images[split]) for split in ("val", "test") if split in images}
-    dataset = _presplit(source, pool, given, source, val_split, test_split, seed, groups, warnings)
-    dataset.layout = "manifest"
-    return dataset
+    return _presplit(source, pool, given, source, val_split, test_split, seed, groups, warnings, "manifest")
 
 
 def _presplit(
@@ -319,6 +317,7 @@ def _presplit(
     seed: int,
     groups: dict[Path, str] | None,
     warnings: list[str],
+    layout: str = "presplit",
 ) -> Dataset:
     """Train images split as the fractions say where no val/test images were ``given``."""
     classes = sorted(train_images)
@@ -337,4 +336,4 @@ def _presplit(
                 s.paths.append(path)
                 s.labels.append(label)
         splits[split] = s
-    return Dataset(root, classes, splits, "presplit", warnings)
+    return Dataset(root, classes, splits, layout, warnings)
