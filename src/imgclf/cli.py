@@ -18,7 +18,7 @@ from click.core import ParameterSource
 from . import options as declared_options
 
 # The config classes live in modules that import nothing heavy: `imgclf --help` stays instant.
-from .api import BenchmarkConfig, CheckConfig, EvaluateConfig, PredictConfig
+from .api import BenchmarkConfig, CheckConfig, EmbedConfig, EvaluateConfig, PredictConfig
 from .errors import ImgclfError
 from .exports.config import ExportConfig
 from .serving.config import ServeConfig
@@ -207,6 +207,48 @@ def train(ctx: click.Context, config_file: Path | None, resume: Path | None, do_
     _say(f"plots: {run / RunDir.CONFUSION}, {run / RunDir.GRID}\nreport: {run / RunDir.REPORT}")
     if do_export:
         _export_and_print(ctx, {"run": str(run)})
+
+
+# --- embed / cache import: embeddings at scale ----------------------------------------------
+
+
+@cli.command()
+@config_params(EmbedConfig)
+@click.pass_context
+def embed(ctx: click.Context, **_: Any) -> None:
+    """Embed DATA into Parquet shards (--out), here or on a Ray cluster (--ray); a rerun adds only what is missing."""
+    from .api import embed as run_embed
+
+    values = _values(ctx, EmbedConfig)
+    try:
+        result = run_embed(values.pop("data"), reporter=_reporter(ctx), **values)
+    except KeyboardInterrupt:
+        _say("imgclf: interrupted; the shards written are whole: run the same command to finish", err=True)
+        ctx.exit(130)
+    nodes = f" on {len(result.nodes)} node(s)" if len(result.nodes) > 1 else ""
+    _say(
+        f"embedded {result.embedded} image(s){nodes}, {result.skipped} already there, {result.failed} unusable, "
+        f"in {result.seconds:.1f} s -> {len(result.shards)} new shard(s) in {values['out']}"
+    )
+
+
+@cli.group()
+def cache() -> None:
+    """The local embedding cache."""
+
+
+@cache.command("import")
+@click.argument("shards", type=click.Path(path_type=Path))
+@click.pass_context
+def cache_import(ctx: click.Context, shards: Path) -> None:
+    """Put the embeddings of Parquet shards (imgclf embed's) into the local embedding cache."""
+    from .api import import_embeddings
+
+    counts = import_embeddings(shards, reporter=_reporter(ctx))
+    for key, n in counts.items():
+        _say(f"imported {n} embedding(s) of {key}")
+    if not counts:
+        _say(f"{shards}: no usable embeddings in the shards", err=True)
 
 
 # --- evaluate / predict / benchmark: any model format ------------------------------------

@@ -101,6 +101,27 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def option_of(config_class: type, name: str) -> Any:
+    """The declaration of ``config_class``'s option ``name``, for another operation that
+    takes the same option: its default, help and checks stay declared once.
+
+    Example
+    -------
+    >>> @dataclass
+    ... class Demo:
+    ...     epochs: int = option(100, "Most epochs.", rule=whole(1))
+    >>> @dataclass
+    ... class Other:
+    ...     epochs: int = option_of(Demo, "epochs")
+    >>> Other().epochs
+    100
+    """
+    f = config_class.__dataclass_fields__[name]
+    if f.default_factory is not _MISSING:
+        return dataclasses.field(default_factory=f.default_factory, metadata=f.metadata)
+    return dataclasses.field(default=f.default, metadata=f.metadata)
+
+
 def cli_name(field: dataclasses.Field) -> str:
     """The option's spelling on the command line. Example: ``batch_size`` -> ``--batch-size``."""
     return field.metadata.get("cli") or "--" + field.name.replace("_", "-")

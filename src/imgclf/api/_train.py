@@ -14,7 +14,7 @@ import numpy as np
 from .. import backbones
 from ..data.dataset import Dataset, load_dataset
 from ..data.prepare import checked_split
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from ..evaluation.metrics import compute_metrics
 from ..fileio import atomic_path, write_json, write_text
 from ..progress import Reporter
@@ -106,6 +106,8 @@ def run_training(
 def _train_into(run: RunDir, config: TrainConfig, backbone, size, reporter, started, resumed, reference) -> TrainResult:
     if resumed is None:
         shutil.rmtree(run.checkpoints, ignore_errors=True)  # a new run never continues an old one
+    if config.embeddings:
+        _import_shards(config, backbone, size, reporter)
     dataset, doctor, digests = _dataset(config, resumed, run, reporter)
     timing: dict[str, float] = {"data_check": time.perf_counter() - started}
     if reference and (reference.get("dataset") or {}).get("fingerprint") not in (None, dataset.fingerprint()):
@@ -157,6 +159,27 @@ def _embed(config, backbone, size, dataset: Dataset, digests, reporter: Reporter
         first = "; ".join(f"{p}: {why}" for p, why in list(result.errors.items())[:3])
         reporter.warn(f"skipped {len(result.errors)} unreadable image(s): {first}")
     return result, features
+
+
+def _import_shards(config: TrainConfig, backbone, size: int, reporter: Reporter) -> None:
+    """``--embeddings``: the shards' embeddings of this run's backbone options into the cache."""
+    from ..embeddings.embed import embedding_key
+    from ..embeddings.shards import shard_keys
+    from ._embed import import_embeddings
+
+    option = f"--embeddings {config.embeddings}"
+    if config.weights == backbones.RANDOM:
+        raise UsageError(f"{option}: --weights none embeds with a random backbone, which shards never hold")
+    key = embedding_key(backbone, size, config.background, config.weights, config.resize)
+    held = shard_keys(Path(config.embeddings), reporter.warn)
+    if not held.get(key):
+        others = "; ".join(sorted(held)) or "none"
+        raise UsageError(
+            f"{option}: no embeddings for this run's backbone options ({key}); the shards hold: {others}. "
+            "Embed with the same --preset/--backbone/--input-size/--resize/--background as train"
+        )
+    imported = import_embeddings(config.embeddings, key, reporter).get(key, 0)
+    reporter.info(f"imported {imported} embeddings from {config.embeddings}")
 
 
 def _final_split(config: TrainConfig, dataset: Dataset, digests, embedded, reporter: Reporter) -> Dataset:

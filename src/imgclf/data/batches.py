@@ -30,7 +30,8 @@ class Batch:
     images: np.ndarray  # (len(indices), size, size, 3) uint8
     errors: dict[int, str]  # input index -> reason
     size: int  # how many inputs this batch covered (decoded + failed)
-    digests: dict[int, str] = field(default_factory=dict)  # with ``digest=True``: SHA-256 of the bytes decoded
+    # With ``digest=True``: SHA-256 of the bytes decoded (or read, for an image that failed to decode).
+    digests: dict[int, str] = field(default_factory=dict)
 
 
 Source = Path | np.ndarray
@@ -40,7 +41,8 @@ Source = Path | np.ndarray
 MAX_FILE_BYTES = 512 << 20
 
 
-def _read_capped(path: Path) -> bytes:
+def read_capped(path: Path) -> bytes:
+    """A file's bytes, refused past ``MAX_FILE_BYTES``. Example: ``read_capped(Path("a.jpg"))[:2]`` -> ``b'\\xff\\xd8'``."""
     with open(path, "rb") as f:
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
@@ -51,15 +53,17 @@ def _read_capped(path: Path) -> bytes:
 def _decode(
     source: Source, size: int, background: tuple[int, int, int], digest: bool = False, resize: str = SQUASH
 ) -> tuple[np.ndarray | None, str | None, str | None]:
+    hexdigest = None
     try:
         if digest and not isinstance(source, np.ndarray):
             # Hash the very bytes that are decoded: a file rewritten between two reads must
             # never have its new pixels stored under its old content's hash.
-            data = _read_capped(source)
-            return decode_image(data, size, background, resize=resize), None, hashlib.sha256(data).hexdigest()
+            data = read_capped(source)
+            hexdigest = hashlib.sha256(data).hexdigest()
+            return decode_image(data, size, background, resize=resize), None, hexdigest
         return decode_image(source, size, background, resize=resize), None, None
     except DecodeError as exc:
-        return None, str(exc), None
+        return None, str(exc), hexdigest
     except OSError as exc:
         return None, f"cannot read: {exc.strerror or exc}", None
 

@@ -47,8 +47,24 @@ def litert_extractor(features: Any, key: str, threads: int | None = None) -> Emb
     >>> embed(images).shape  # doctest: +SKIP
     (32, 1280)
     """
+    return _engine(features, key, threads or os.cpu_count() or 1)[1]
+
+
+def litert_engine_file(features: Any, key: str) -> Path:
+    """The float32 ``.tflite`` of ``features`` that ``litert_extractor`` runs (converted now
+    if it is not cached yet): what every Ray actor loads, so a cluster embeds exactly as
+    this machine does.
+
+    Example
+    -------
+    >>> litert_engine_file(fx, key).read_bytes()[4:8]  # doctest: +SKIP
+    b'TFL3'
+    """
+    return _engine(features, key, 1)[0]
+
+
+def _engine(features: Any, key: str, threads: int) -> tuple[Path, Any]:
     path = _engine_file(key)
-    threads = threads or os.cpu_count() or 1
     try:
         model = LiteRTModel(path, threads=threads) if path.exists() else None
     except ValueError:  # a damaged file (a power cut, a full disk): converted again
@@ -63,7 +79,7 @@ def litert_extractor(features: Any, key: str, threads: int | None = None) -> Emb
         model = LiteRTModel(path, threads=threads)
     if model.input_shape[1:] != tuple(features.input_shape[1:]):
         raise ValueError(f"converted input shape {model.input_shape} != {features.input_shape}")
-    return model
+    return path, model
 
 
 @dataclass

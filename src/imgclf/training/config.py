@@ -105,6 +105,12 @@ class TrainConfig:
     fine_tune_epochs: int | None = option(None, "Most fine-tuning epochs (default: the preset's).", rule=whole(1))
     fine_tune_patience: int = option(5, "Fine-tuning epochs without val-loss gain before stopping.", rule=whole(1))
     tensorboard: bool = option(False, "Write TensorBoard logs into RUN/tensorboard/.")
+    embeddings: str | None = option(
+        None,
+        "Folder of Parquet embedding shards (`imgclf embed`): imported into the embedding cache first, "
+        "so the images they hold are not embedded again.",
+        metavar="SHARDS",
+    )
 
     def __post_init__(self) -> None:
         parse_given(self)

@@ -1,0 +1,185 @@
+"""The embedding pass on a Ray cluster (``imgclf embed --ray``): Ray Data feeds the items to a
+pool of actors, each holding one LiteRT interpreter of the same ``.tflite`` the local pass
+runs; their rows come back to this process, which writes them as shards (``ShardSink``).
+
+Ray is an optional extra: nothing else in imgclf imports it. Writing on the driver keeps
+every shard whole and the folder resumable however a job ends; what that costs at scale is
+in docs/SCALE.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..data.batches import read_capped
+from ..data.decode import DecodeError, decode_image
+from ..errors import UsageError
+from .bulk import Item, ShardSink
+from .shards import ShardRows, pyarrow
+
+# Items per Ray block: small enough that every actor gets work, large enough that Ray's
+# per-block overhead stays small next to decoding and the backbone.
+_BLOCK = 256
+
+
+def ray_module(option: str = "--ray") -> ModuleType:
+    """``ray`` with Ray Data, or a one-line error saying how to install it.
+
+    Example
+    -------
+    >>> ray = ray_module()  # doctest: +SKIP
+    """
+    try:
+        ray = importlib.import_module("ray")
+        importlib.import_module("ray.data")
+    except ImportError:
+        raise UsageError(f"{option}: Ray is not installed; run: pip install 'imgclf[ray]'") from None
+    return ray
+
+
+def connect(address: str) -> ModuleType:
+    """Join the Ray cluster at ``address`` (``auto``: the one ``ray start`` or RAY_ADDRESS
+    names; ``local``: start one in this process, on loopback, without a dashboard). A
+    cluster this process already joined is used as it is.
+
+    Example
+    -------
+    >>> ray = connect("local")  # doctest: +SKIP
+    >>> ray.cluster_resources()["CPU"]  # doctest: +SKIP
+    2.0
+    """
+    ray = ray_module()
+    logging.getLogger("ray").setLevel(logging.WARNING)  # imgclf shows its own progress
+    if not ray.is_initialized():
+        quiet = {"configure_logging": False, "log_to_driver": False, "include_dashboard": False}
+        try:
+            if address == "local":
+                ray.init(address="local", _node_ip_address="127.0.0.1", **quiet)
+            else:
+                ray.init(address=address, **quiet)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise UsageError(
+                f"--ray {address}: cannot join a Ray cluster there ({str(exc).splitlines()[0]}); "
+                "start one with `ray start --head`, or use --ray local"
+            ) from None
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    return ray
+
+
+class RayEmbedder:
+    """One Ray actor's work: read, hash, decode and embed a block of items into shard rows.
+
+    Contents in ``done`` come back as rows without an embedding, which ``ShardSink`` drops
+    as already held (they are counted, so progress covers every item).
+
+    Example
+    -------
+    >>> embedder = RayEmbedder(model_bytes, 1280, key, 224, (255, 255, 255), "squash", 1, set())  # doctest: +SKIP
+    >>> embedder(pa.table({"path": ["a.jpg"], "label": ["cat"], "split": [None]})).num_rows  # doctest: +SKIP
+    1
+    """
+
+    def __init__(self, model: bytes, dim: int, key: str, size: int, background: tuple[int, int, int],
+                 resize: str, threads: int, done: set[bytes]):
+        import ray
+
+        from ..litert.interpreter import LiteRTModel
+
+        self.model = LiteRTModel(model, threads=threads)
+        self.dim, self.key, self.size, self.background, self.resize = dim, key, size, background, resize
+        self.done = done
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: Any) -> Any:
+        rows = ShardRows()
+        images: list[np.ndarray] = []
+        decoded: list[tuple[bytes, str, str | None, str | None]] = []
+        for path, label, split in zip(*(batch.column(c).to_pylist() for c in ("path", "label", "split"))):
+            try:
+                data = read_capped(Path(path))
+            except (OSError, DecodeError) as exc:
+                reason = f"cannot read: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
+                rows.add(None, None, self.key, path, label, split, reason, self.node)
+                continue
+            digest = hashlib.sha256(data).digest()
+            if digest in self.done:
+                rows.add(digest, None, self.key, path, label, split, None, self.node)
+                continue
+            try:
+                images.append(decode_image(data, self.size, self.background, resize=self.resize))
+            except DecodeError as exc:
+                rows.add(digest, None, self.key, path, label, split, str(exc), self.node)
+                continue
+            decoded.append((digest, path, label, split))
+        if images:
+            for (digest, path, label, split), vector in zip(decoded, self.model(np.stack(images))):
+                rows.add(digest, vector, self.key, path, label, split, None, self.node)
+        return rows.table(self.dim)
+
+
+def embed_on_ray(
+    items: Sequence[Item],
+    model_file: Path,
+    dim: int,
+    key: str,
+    size: int,
+    background: tuple[int, int, int],
+    resize: str,
+    sink: ShardSink,
+    progress: Callable[[int], None],
+    address: str,
+    actors: int | None = None,
+    cpus_per_actor: float = 1.0,
+    batch_size: int = 32,
+) -> None:
+    """Embed ``items`` on the Ray cluster at ``address`` into ``sink`` (rows arrive in no
+    particular order). ``actors`` defaults to the cluster's CPUs / ``cpus_per_actor``.
+
+    Example
+    -------
+    >>> embed_on_ray(items, litert_engine_file(fx, key), 1280, key, 224, WHITE, "squash", sink, print, "local")  # doctest: +SKIP
+    """
+    ray = connect(address)
+    pa = pyarrow("--ray")
+    if not items:
+        return
+    table = pa.table(
+        {
+            "path": pa.array([i.path for i in items], pa.string()),
+            "label": pa.array([i.label for i in items], pa.string()),
+            "split": pa.array([i.split for i in items], pa.string()),
+        }
+    )
+    blocks = [table.slice(start, _BLOCK) for start in range(0, len(items), _BLOCK)]
+    if actors is None:
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
+    threads = max(1, round(cpus_per_actor))
+    dataset = ray.data.from_arrow(blocks).map_batches(
+        RayEmbedder,
+        fn_constructor_kwargs={
+            "model": Path(model_file).read_bytes(),
+            "dim": dim,
+            "key": key,
+            "size": size,
+            "background": background,
+            "resize": resize,
+            "threads": threads,
+            "done": sink.done,
+        },
+        compute=ray.data.ActorPoolStrategy(size=min(actors, len(blocks))),
+        batch_size=batch_size,
+        num_cpus=cpus_per_actor,
+        batch_format="pyarrow",
+    )
+    for out in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        progress(sink.add(out))
+

@@ -1,0 +1,223 @@
+"""Embeddings as Parquet shards: what ``imgclf embed`` writes (locally or on a Ray cluster),
+and what ``imgclf cache import`` and ``train --embeddings`` read.
+
+One row per distinct image content (SHA-256 of the file's bytes, the local cache's key):
+
+    sha256     binary(32)                      null when the file could not be read
+    embedding  fixed_size_list<float32>[D]     null when the image could not be used
+    key        string                          ``embedding_key``: backbone, weights, size...
+    path, label, split, error, node            strings (split/error null when none)
+
+Each shard is written whole under a temporary name and renamed into place (``atomic_path``),
+so a killed job leaves only whole shards, and a rerun skips the contents they hold.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, UsageError
+from ..fileio import atomic_path
+
+SHARD_GLOB = "part-*.parquet"
+ROWS_PER_SHARD = 4096
+_NAMES = ("sha256", "embedding", "key", "path", "label", "split", "error", "node")
+
+
+def pyarrow(option: str) -> ModuleType:
+    """``pyarrow`` (with ``pyarrow.parquet`` loaded), or a one-line error saying how to get it.
+
+    Example
+    -------
+    >>> pa = pyarrow("--embeddings")  # doctest: +SKIP
+    """
+    try:
+        module = importlib.import_module("pyarrow")
+        importlib.import_module("pyarrow.parquet")
+    except ImportError:
+        raise UsageError(f"{option}: embedding shards are Parquet files; run: pip install 'imgclf[ray]'") from None
+    return module
+
+
+def shard_schema(dim: int) -> Any:
+    """The Arrow schema of a shard of ``dim``-wide embeddings.
+
+    Example
+    -------
+    >>> shard_schema(1280).field("embedding").type  # doctest: +SKIP
+    FixedSizeListType(fixed_size_list<item: float>[1280])
+    """
+    pa = pyarrow("embedding shards")
+    return pa.schema(
+        [
+            ("sha256", pa.binary(32)),
+            ("embedding", pa.list_(pa.float32(), dim)),
+            *((name, pa.string()) for name in _NAMES[2:]),
+        ]
+    )
+
+
+@dataclass
+class ShardRows:
+    """Rows gathered for one shard; ``vectors`` hold None for images that could not be used."""
+
+    sha256: list[bytes | None] = field(default_factory=list)
+    vectors: list[np.ndarray | None] = field(default_factory=list)
+    key: list[str] = field(default_factory=list)
+    path: list[str] = field(default_factory=list)
+    label: list[str | None] = field(default_factory=list)
+    split: list[str | None] = field(default_factory=list)
+    error: list[str | None] = field(default_factory=list)
+    node: list[str] = field(default_factory=list)
+
+    def add(self, digest: str | bytes | None, vector: np.ndarray | None, key: str, path: str,
+            label: str | None = None, split: str | None = None, error: str | None = None, node: str = "local") -> None:
+        self.sha256.append(bytes.fromhex(digest) if isinstance(digest, str) else digest)
+        self.vectors.append(vector)
+        self.key.append(key)
+        self.path.append(path)
+        self.label.append(label)
+        self.split.append(split)
+        self.error.append(error)
+        self.node.append(node)
+
+    def __len__(self) -> int:
+        return len(self.path)
+
+    def table(self, dim: int) -> Any:
+        """These rows as an Arrow table of ``shard_schema(dim)``."""
+        pa = pyarrow("embedding shards")
+        flat = np.zeros((len(self), dim), np.float32)
+        valid = np.zeros(len(self), bool)
+        for i, vec in enumerate(self.vectors):
+            if vec is not None:
+                flat[i], valid[i] = vec, True
+        values = pa.array(flat.reshape(-1), pa.float32())
+        embedding = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(~valid))
+        columns = [pa.array(self.sha256, pa.binary(32)), embedding]
+        columns += [pa.array(getattr(self, name), pa.string()) for name in _NAMES[2:]]
+        return pa.Table.from_arrays(columns, schema=shard_schema(dim))
+
+
+def write_shard(folder: Path, table: Any) -> Path:
+    """Write ``table`` as a new shard in ``folder``, whole or not at all.
+
+    Example
+    -------
+    >>> write_shard(Path("shards"), rows.table(1280))  # doctest: +SKIP
+    PosixPath('shards/part-3f9c0a1b2c4d4e5f.parquet')
+    """
+    pq = importlib.import_module("pyarrow.parquet")
+    target = Path(folder) / f"part-{uuid.uuid4().hex[:16]}.parquet"
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp)
+    return target
+
+
+def shard_files(folder: Path) -> list[Path]:
+    """The shards in ``folder`` (a missing folder has none). Example: ``shard_files(Path("shards"))``."""
+    folder = Path(folder)
+    return sorted(folder.glob(SHARD_GLOB)) if folder.is_dir() else []
+
+
+def _batches(path: Path, columns: list[str], warn: Callable[[str], None]) -> Iterator[Any]:
+    """``path``'s record batches; a file that is not a shard is skipped with a warning."""
+    pa = pyarrow("embedding shards")
+    pq = importlib.import_module("pyarrow.parquet")
+    try:
+        with pq.ParquetFile(path) as f:
+            missing = [c for c in columns if c not in f.schema_arrow.names]
+            if missing:
+                warn(f"{path}: not an imgclf embedding shard (no column {missing[0]!r}); skipped")
+                return
+            yield from f.iter_batches(batch_size=8192, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        warn(f"{path}: unreadable shard ({exc}); skipped, its images are embedded again")
+
+
+def shard_keys(folder: Path, warn: Callable[[str], None]) -> dict[str, int]:
+    """How many usable embeddings ``folder``'s shards hold per embedding key.
+
+    Example
+    -------
+    >>> shard_keys(Path("shards"), print)  # doctest: +SKIP
+    {'efficientnet_lite0|w=...|224px|...': 400}
+    """
+    counts: dict[str, int] = {}
+    for path in shard_files(folder):
+        for batch in _batches(path, ["key", "embedding"], warn):
+            usable = batch.column(1).is_valid().to_numpy(zero_copy_only=False)
+            for key, ok in zip(batch.column(0).to_pylist(), usable):
+                if ok:
+                    counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def done_digests(folder: Path, key: str, warn: Callable[[str], None]) -> set[bytes]:
+    """The contents ``folder``'s shards already hold a row for under ``key``, usable or not:
+    what a rerun skips. Rows of files that could not be read have no digest and are retried.
+
+    Example
+    -------
+    >>> len(done_digests(Path("shards"), key, print))  # doctest: +SKIP
+    400
+    """
+    done: set[bytes] = set()
+    for path in shard_files(folder):
+        for batch in _batches(path, ["sha256", "key"], warn):
+            for digest, row_key in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+                if digest is not None and row_key == key:
+                    done.add(digest)
+    return done
+
+
+def iter_embeddings(folder: Path, key: str, warn: Callable[[str], None]) -> Iterator[tuple[list[str], np.ndarray]]:
+    """``(hex digests, (n, D) float32 vectors)`` per record batch, for ``key``'s usable rows:
+    streamed, so the shards never need to fit in memory.
+
+    Example
+    -------
+    >>> for digests, vectors in iter_embeddings(Path("shards"), key, print):  # doctest: +SKIP
+    ...     cache.put_many(key, dict(zip(digests, vectors)))
+    """
+    pa = pyarrow("embedding shards")
+    pc = importlib.import_module("pyarrow.compute")
+    for path in shard_files(folder):
+        for batch in _batches(path, ["sha256", "embedding", "key"], warn):
+            keep = pc.and_(pc.equal(batch.column(2), pa.scalar(key)), batch.column(1).is_valid())
+            keep = pc.and_(keep, batch.column(0).is_valid())
+            chosen = batch.filter(keep)
+            if not chosen.num_rows:
+                continue
+            embedding = chosen.column(1)
+            dim = embedding.type.list_size
+            vectors = embedding.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+            yield [d.hex() for d in chosen.column(0).to_pylist()], vectors
+
+
+def import_shards(folder: Path, cache: Any, key: str | None, warn: Callable[[str], None]) -> dict[str, int]:
+    """Put ``folder``'s usable embeddings (of ``key``, or of every key) into ``cache``
+    (an ``EmbeddingCache``); returns how many per key.
+
+    Example
+    -------
+    >>> import_shards(Path("shards"), EmbeddingCache(path), None, print)  # doctest: +SKIP
+    {'efficientnet_lite0|w=...|224px|...': 400}
+    """
+    if not shard_files(folder):
+        raise DataError(f"{folder}: no embedding shards ({SHARD_GLOB}) there; write them with `imgclf embed DATA --out {folder}`")
+    keys = [key] if key is not None else sorted(shard_keys(folder, warn))
+    counts: dict[str, int] = {}
+    for k in keys:
+        for digests, vectors in iter_embeddings(folder, k, warn):
+            cache.put_many(k, dict(zip(digests, vectors)))
+            counts[k] = counts.get(k, 0) + len(digests)
+    return counts

@@ -1,0 +1,154 @@
+"""``imgclf embed`` on this machine: Parquet embedding shards, resumable; ``cache import`` and
+``train --embeddings`` read them back (the Ray pass is in test_ray.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import imgclf
+from imgclf.api import embed, import_embeddings
+from imgclf.cli import main
+from imgclf.embeddings.shards import shard_files
+from imgclf.errors import UsageError
+from imgclf.progress import Reporter
+
+from .conftest import SAMPLE, make_image
+
+QUIET = Reporter(quiet=True)
+
+
+def read_shards(folder):
+    return pa.concat_tables([pq.read_table(p) for p in shard_files(folder)])
+
+
+@pytest.fixture(scope="module")
+def sample_shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards") / "sample"
+    result = embed(SAMPLE, out=str(out), reporter=QUIET)
+    return out, result
+
+
+def test_shards_hold_one_row_per_image_with_the_issue_schema(sample_shards):
+    out, result = sample_shards
+    table = read_shards(out)
+    images = sorted(p for p in SAMPLE.rglob("*.png"))
+    assert result.embedded == table.num_rows == len(images) == 600 and result.failed == 0
+    schema = table.schema
+    assert schema.field("sha256").type == pa.binary(32)
+    assert schema.field("embedding").type == pa.list_(pa.float32(), 1280)
+    for name in ("key", "path", "label", "split", "error"):
+        assert schema.field(name).type == pa.string()
+    rows = {r["path"]: r for r in table.select(["path", "label", "split", "sha256", "error"]).to_pylist()}
+    first = images[0]
+    row = rows[str(first.resolve())]
+    # The sample is train/ + test/: each row says which, and the class folder is the label.
+    assert row["split"] == first.relative_to(SAMPLE).parts[0] and row["label"] == first.parent.name
+    import hashlib
+
+    assert row["sha256"] == hashlib.sha256(first.read_bytes()).digest() and row["error"] is None
+    assert {r["split"] for r in rows.values()} == {"train", "test"}
+
+
+def test_shard_embeddings_are_the_local_cache_s(sample_shards, trained_run):
+    """The shards hold what a training run's embedding pass stores in the cache."""
+    from imgclf.embeddings.cache import EmbeddingCache
+    from imgclf.paths import cache_dir
+
+    table = read_shards(sample_shards[0])
+    key = table.column("key")[0].as_py()
+    digests = [d.hex() for d in table.column("sha256").to_pylist()]
+    vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(digests), -1)
+    cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")  # trained_run filled it
+    try:
+        cached = cache.get_many(key, digests)
+    finally:
+        cache.close()
+    assert len(cached) == len(digests)
+    assert max(float(np.abs(cached[d] - v).max()) for d, v in zip(digests, vectors)) < 1e-5
+
+
+def test_a_rerun_embeds_nothing_and_a_new_image_only_it(sample_shards, tmp_path):
+    out = tmp_path / "shards"
+    shutil.copytree(sample_shards[0], out)
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    again = embed(data, out=str(out), reporter=QUIET)
+    assert (again.embedded, again.skipped, again.shards) == (0, 600, [])
+    make_image(data / "train" / "bag" / "new.png", (10, 200, 30))
+    shutil.copy(data / "train" / "bag" / "new.png", data / "test" / "bag" / "same_bytes.png")
+    more = embed(data, out=str(out), reporter=QUIET)
+    assert (more.embedded, more.skipped, len(more.shards)) == (1, 601, 1)  # one content, once
+    assert read_shards(out).num_rows == 601
+
+
+def test_unreadable_images_become_error_rows_and_are_not_retried(tmp_path):
+    data = tmp_path / "data"
+    for c, name in enumerate(("a", "b")):
+        for i in range(3):
+            make_image(data / name / f"{i}.png", (200 * c, 90, 40), seed=10 * c + i)
+    (data / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "shards"
+    result = embed(data, out=str(out), reporter=QUIET)
+    assert (result.embedded, result.failed) == (6, 1)
+    broken = [r for r in read_shards(out).to_pylist() if r["error"]]
+    assert len(broken) == 1 and broken[0]["path"].endswith("broken.png") and broken[0]["embedding"] is None
+    assert "not an image" in broken[0]["error"] or "corrupt" in broken[0]["error"]
+    again = embed(data, out=str(out), reporter=QUIET)
+    assert (again.embedded, again.failed, again.skipped) == (0, 0, 7)
+
+
+def test_a_damaged_shard_is_skipped_with_a_warning_and_its_images_embedded_again(sample_shards, tmp_path, capsys):
+    out = tmp_path / "shards"
+    shutil.copytree(sample_shards[0], out)
+    (shard,) = shard_files(out)
+    shard.write_bytes(shard.read_bytes()[:5000])  # a shard cut short (written by something else)
+    (out / ".part-0123abcd.xyz12345.parquet").write_bytes(b"half")  # a killed writer's temporary file
+    warnings = []
+    result = embed(SAMPLE, out=str(out), reporter=Reporter(quiet=True))
+    assert result.embedded == 600
+    assert not (out / ".part-0123abcd.xyz12345.parquet").exists()
+    reporter = Reporter(quiet=True)
+    reporter.warn = warnings.append
+    import_embeddings(out, reporter=reporter)
+    assert any(str(shard) in w and "unreadable shard" in w for w in warnings)
+
+
+def test_train_from_shards_embeds_nothing_and_matches_the_local_run(sample_shards, trained_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGCLF_CACHE", str(tmp_path / "empty-cache"))
+    result = imgclf.train(SAMPLE, out=str(tmp_path / "run"), embeddings=str(sample_shards[0]), reporter=QUIET)
+    m = result.metrics
+    assert (m["images_embedded"], m["images_from_cache"]) == (0, 600)
+    assert m["test"]["accuracy"] == trained_run.metrics["test"]["accuracy"]
+    assert m["val"]["accuracy"] == trained_run.metrics["val"]["accuracy"]
+    record = json.loads((result.run_dir / "config.json").read_text())
+    local = json.loads((trained_run.run_dir / "config.json").read_text())
+    assert record["splits"] == local["splits"]
+
+
+def test_shards_of_other_backbone_options_are_refused_by_name(sample_shards, tmp_path):
+    with pytest.raises(UsageError, match=r"--embeddings .*288px.*resize=crop.*the shards hold: .*224px"):
+        imgclf.train(SAMPLE, out=str(tmp_path / "run"), preset="balanced", embeddings=str(sample_shards[0]), reporter=QUIET)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cache_import_command(sample_shards, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("IMGCLF_CACHE", str(tmp_path / "c"))
+    assert main(["cache", "import", str(sample_shards[0])]) == 0
+    assert "imported 600 embedding(s) of efficientnet_lite0|" in capsys.readouterr().out
+    assert main(["cache", "import", str(tmp_path / "nothing")]) == 2
+    assert "no embedding shards" in capsys.readouterr().err
+
+
+def test_embed_options_errors(tmp_path, capsys):
+    assert main(["embed", str(SAMPLE)]) == 2
+    assert "--out: give the folder" in capsys.readouterr().err
+    assert main(["embed", str(SAMPLE), "--out", str(tmp_path / "s"), "--weights", "none"]) == 2
+    assert "--weights none" in capsys.readouterr().err
+    assert main(["embed", str(SAMPLE), "--out", str(tmp_path / "s"), "--preset", "huge"]) == 2
+    assert "--preset huge: unknown" in capsys.readouterr().err
