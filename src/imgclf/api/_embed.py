@@ -103,7 +103,10 @@ def embed(
 
         ray_module()
     started = time.perf_counter()
-    items = [Item(os.path.abspath(p), label, split) for p, label, split in labelled_images(config.data)]
+    images, warnings = labelled_images(config.data)
+    for warning in warnings:
+        reporter.warn(warning)
+    items = [Item(os.path.abspath(p), label, split) for p, label, split in images]
     backbone = backbones.get(train.backbone)
     size = backbone.check_size(train.input_size, train.weights)
     key = embedding_key(backbone, size, train.background, train.weights, train.resize)

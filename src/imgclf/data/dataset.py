@@ -272,22 +272,25 @@ def load_dataset(
     return _presplit(root, train_images, given, root / "train", val_split, test_split, seed, groups, warnings)
 
 
-def labelled_images(root: str | Path) -> list[tuple[Path, str, str | None]]:
+def labelled_images(root: str | Path) -> tuple[list[tuple[Path, str, str | None]], list[str]]:
     """Every usable image of a data folder or manifest with its class, and its split when
-    the data gives one (``train/``, ``val/``, ``test/`` folders or a split column).
+    the data gives one (``train/``, ``val/``, ``test/`` folders or a split column); and the
+    warnings about what was left out (skipped manifest rows, missing files).
 
     Example
     -------
-    >>> labelled_images("examples/fashion-mini")[0]  # doctest: +SKIP
+    >>> images, warnings = labelled_images("examples/fashion-mini")  # doctest: +SKIP
+    >>> images[0]  # doctest: +SKIP
     (PosixPath('examples/fashion-mini/train/ankle_boot/0001.png'), 'ankle_boot', 'train')
     """
     dataset = load_dataset(root, 0.0, 0.0)
     given = len(dataset.splits) > 1 or dataset.layout == "presplit"
-    return [
+    images = [
         (path, dataset.classes[label], name if given else None)
         for name, split in dataset.splits.items()
         for path, label in zip(split.paths, split.labels)
     ]
+    return images, dataset.warnings
 
 
 def _manifest_dataset(

@@ -57,7 +57,9 @@ def connect(address: str) -> ModuleType:
     2.0
     """
     ray = ray_module()
-    logging.getLogger("ray").setLevel(logging.WARNING)  # imgclf shows its own progress
+    # imgclf shows its own progress; Ray Data would also warn that its own bars are off.
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     if not ray.is_initialized():
         quiet = {"configure_logging": False, "log_to_driver": False, "include_dashboard": False}
         try:
