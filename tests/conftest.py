@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Before anything imports Ray: Ray clusters started by tests (and their `ray start`
+# subprocesses) listen on 127.0.0.1 only, not on every interface (see embeddings/on_ray.py).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "fashion-mini"
 

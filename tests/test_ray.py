@@ -39,6 +39,8 @@ def local_cluster():
         address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
         configure_logging=False, log_to_driver=False,
     )
+    # Loopback only: every socket of the cluster is on 127.0.0.1.
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
     yield
     ray.shutdown()
 

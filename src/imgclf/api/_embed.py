@@ -54,6 +54,9 @@ class EmbedConfig:
     actors: int | None = option(None, "Ray actors, each with one backbone (default: the cluster's CPUs).", rule=whole(1))
     cpus_per_actor: float = option(1.0, "CPUs Ray reserves per actor (a fraction shares a CPU).", rule=positive("1"))
     batch_size: int = option(32, "Images decoded and run together.", rule=whole(1))
+    rows_per_shard: int = option(
+        4096, "Rows per Parquet shard: a killed job keeps every shard it finished.", rule=whole(1)
+    )
 
     def __post_init__(self) -> None:
         parse_given(self)  # --background white -> (255, 255, 255)
@@ -118,7 +121,7 @@ def embed(
         raise UsageError(f"--out {out}: another imgclf embed is writing there; wait for it or choose another folder")
     try:
         remove_leftovers(out)  # a killed run's half-written shard: never read, now deleted
-        sink = ShardSink(out, done_digests(out, key, reporter.warn))
+        sink = ShardSink(out, done_digests(out, key, reporter.warn), config.rows_per_shard)
         keras_seed(train.seed)
         features = backbones.feature_extractor(backbone.build(size, train.weights), backbone.preprocessing(), size)
         dim = int(features.output_shape[-1])

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -37,6 +39,11 @@ def ray_module(option: str = "--ray") -> ModuleType:
     -------
     >>> ray = ray_module()  # doctest: +SKIP
     """
+    if "ray" not in sys.modules:
+        # On Linux Ray turns 127.0.0.1 into the machine's network address and listens on every
+        # interface; with this switch (meant for laptops) off, a cluster this process starts
+        # (--ray local) stays on loopback. It only matters to clusters started here.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         ray = importlib.import_module("ray")
         importlib.import_module("ray.data")
@@ -61,10 +68,10 @@ def connect(address: str) -> ModuleType:
     logging.getLogger("ray").setLevel(logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     if not ray.is_initialized():
-        quiet = {"configure_logging": False, "log_to_driver": False, "include_dashboard": False}
+        quiet = {"configure_logging": False, "log_to_driver": False}
         try:
             if address == "local":
-                ray.init(address="local", _node_ip_address="127.0.0.1", **quiet)
+                ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, **quiet)
             else:
                 ray.init(address=address, **quiet)
         except (ConnectionError, ValueError, RuntimeError) as exc:
