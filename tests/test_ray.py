@@ -127,3 +127,20 @@ def test_a_manifest_on_ray_names_its_bad_rows(tmp_path):
     assert by_name["broken.png"]["error"] and by_name["0.png"]["error"] is None
     said = " | ".join(reporter.warnings)
     assert "m.csv row 7" in said and "row 6" in said and "missing.png" in said
+
+
+@pytest.mark.parametrize("model", ["export/model_float32.tflite", "model.keras"])
+def test_predict_on_ray_writes_what_the_local_pass_writes(exported, model, tmp_path):
+    from imgclf.api import predict_to_file
+
+    model = exported[0].parent / model
+    images = [SAMPLE / "test" / "coat", SAMPLE / "test" / "bag"]
+    local = predict_to_file(model, images, output=str(tmp_path / "here.parquet"), reporter=QUIET)
+    remote = predict_to_file(model, images, output=str(tmp_path / "ray.parquet"), reporter=QUIET, **ON_RAY)
+    assert remote.images == local.images == 40
+    here = {r["path"]: r for r in pq.read_table(local.path).to_pylist()}
+    there = {r["path"]: r for r in pq.read_table(remote.path).to_pylist()}
+    assert set(there) == set(here)  # the paths as given, though the workers read absolute ones
+    for path, row in there.items():
+        assert row["labels"] == here[path]["labels"]
+        assert np.abs(np.array(row["scores"]) - here[path]["scores"]).max() < 1e-5

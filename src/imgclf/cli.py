@@ -282,6 +282,14 @@ def predict(ctx: click.Context, fmt: str, **_: Any) -> None:
     from .cli_output import print_predictions
 
     values = _values(ctx, PredictConfig)
+    if values["output"] or values["ray"]:
+        from .api import predict_to_file
+
+        written = predict_to_file(values.pop("model"), values.pop("paths"), reporter=_reporter(ctx), **values)
+        _say(f"{written.images} prediction(s) in {written.seconds:.1f} s -> {written.path}")
+        if written.errors:
+            _say(f"{written.errors} of {written.images} file(s) could not be read (see the error column)", err=True)
+        return
     results = run_predict(values.pop("model"), values.pop("paths"), **values)
     print_predictions(_console(), results, values["top_k"], fmt)
     if any("error" in r for r in results):

@@ -29,6 +29,8 @@ _WHERE = {
     "benchmark": "._predict",
     "evaluate": "._predict",
     "predict": "._predict",
+    "PredictionFile": "._predict",
+    "predict_to_file": "._predict",
     "TrainResult": "._train",
     "run_training": "._train",
     "train": "._train",

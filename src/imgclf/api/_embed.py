@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..options import option, option_of, parse_given, positive, validate_options, whole
+from ..options import option, option_of, parse_given, validate_options, whole
 from ..training.config import TrainConfig
+from ._config import RayOptions
 from ._config import config_from as _config
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ _SAME_AS_TRAIN = ("preset", "backbone", "input_size", "resize", "weights", "back
 
 
 @dataclass(kw_only=True)
-class EmbedConfig:
+class EmbedConfig(RayOptions):
     """Options of ``imgclf embed``. The backbone options mean what they mean for ``train``:
     a run trained with the same ones finds every embedding in the shards.
 
@@ -45,14 +46,6 @@ class EmbedConfig:
     resize: str | None = option_of(TrainConfig, "resize")
     weights: str = option_of(TrainConfig, "weights")
     background: tuple[int, int, int] = option_of(TrainConfig, "background")
-    ray: str | None = option(
-        None,
-        "Embed on a Ray cluster: local (started here), auto (the one `ray start` or RAY_ADDRESS names) "
-        "or HOST:PORT. Without it, this machine embeds alone.",
-        metavar="ADDRESS",
-    )
-    actors: int | None = option(None, "Ray actors, each with one backbone (default: the cluster's CPUs).", rule=whole(1))
-    cpus_per_actor: float = option(1.0, "CPUs Ray reserves per actor (a fraction shares a CPU).", rule=positive("1"))
     batch_size: int = option(32, "Images decoded and run together.", rule=whole(1))
     rows_per_shard: int = option(
         4096, "Rows per Parquet shard: a killed job keeps every shard it finished.", rule=whole(1)

@@ -10,14 +10,16 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UsageError
 from ..inference.load_options import LoadOptions
 from ..options import option, validate_options, whole
+from ._config import RayOptions
 from ._config import config_from as _config
 
 if TYPE_CHECKING:
     from ..inference.classifier import Evaluation
+    from ..progress import Reporter
 
 
 @dataclass(kw_only=True)
-class PredictConfig(LoadOptions):
+class PredictConfig(LoadOptions, RayOptions):
     """Options of ``imgclf predict``."""
 
     model: str = option(help="Run directory, .keras, .tflite or SavedModel folder.", argument=True)
@@ -27,8 +29,14 @@ class PredictConfig(LoadOptions):
         many=True,
         factory=list,
     )
-    top_k: int = option(3, "Labels per image, best first.")
+    top_k: int = option(3, "Labels per image, best first.", rule=whole(1))
     batch_size: int = option(32, "Images decoded and run together.", rule=whole(1))
+    output: str | None = option(
+        None,
+        "Write the predictions to a .parquet or .csv file, one row per image, as they come (for big "
+        "jobs, and with --ray) instead of printing them.",
+        metavar="FILE",
+    )
 
 
 @dataclass(kw_only=True)
@@ -72,11 +80,79 @@ def predict(
     positional = {"model": model and str(model), "paths": paths and [str(p) for p in paths]}
     config = _config(PredictConfig, config, positional, options)
     validate_options(config)
+    if config.output or config.ray:
+        raise UsageError("--output/--ray: predictions are then written to a file: call predict_to_file")
     files = expand_inputs(config.paths)
     if not files:
         raise UsageError(f"no image files found in {', '.join(map(str, config.paths))}")
     clf = load(config.model, **config.load_options())
     return clf.predict(files, top_k=config.top_k, batch_size=config.batch_size)
+
+
+@dataclass
+class PredictionFile:
+    """What ``predict_to_file`` wrote: the file, its rows (one per image) and how many are errors."""
+
+    path: Path
+    images: int
+    errors: int
+    seconds: float
+
+
+def predict_to_file(
+    model: str | Path | None = None,
+    paths: list[str | Path] | None = None,
+    *,
+    config: PredictConfig | None = None,
+    reporter: Reporter | None = None,
+    **options: Any,
+) -> PredictionFile:
+    """Top-k labels for many images, written to ``output`` (.parquet or .csv, one row per
+    image) as they come, here or on a Ray cluster (``ray``). The file appears whole or not
+    at all. Keywords or a ``PredictConfig``.
+
+    Example
+    -------
+    >>> predict_to_file("runs/demo", ["photos/"], output="preds.parquet", ray="local").images  # doctest: +SKIP
+    600
+    """
+    import time
+
+    from ..inference.classifier import expand_inputs, load
+    from ..inference.prediction_files import check_output, open_predictions, prediction_rows
+    from ..progress import Reporter
+
+    reporter = reporter or Reporter()
+    positional = {"model": model and str(model), "paths": paths and [str(p) for p in paths]}
+    config = _config(PredictConfig, config, positional, options)
+    validate_options(config)
+    if not config.output:
+        raise UsageError("--output: give the .parquet or .csv file to write the predictions to")
+    output = check_output(config.output)
+    if config.ray:
+        from ..embeddings.on_ray import ray_module
+
+        ray_module()
+    started = time.perf_counter()
+    files = expand_inputs(config.paths)
+    if not files:
+        raise UsageError(f"no image files found in {', '.join(map(str, config.paths))}")
+    clf = load(config.model, **config.load_options())
+    with open_predictions(output, config.top_k) as writer, reporter.bar("predicting", len(files)) as advance:
+        if config.ray:
+            from ..inference.on_ray import predict_on_ray
+
+            predict_on_ray(
+                clf.portable(), files, writer, advance, config.ray, config.actors, config.cpus_per_actor,
+                config.batch_size,
+            )
+        else:
+            chunk = 64 * config.batch_size  # rows held at a time: memory stays flat however many files
+            for start in range(0, len(files), chunk):
+                part = files[start : start + chunk]
+                writer.add(prediction_rows(clf.predict(part, config.top_k, config.batch_size)))
+                advance(len(part))
+    return PredictionFile(output, writer.rows, writer.errors, time.perf_counter() - started)
 
 
 def evaluate(

@@ -29,7 +29,7 @@ from .shards import ShardRows, pyarrow
 
 # Items per Ray block: small enough that every actor gets work, large enough that Ray's
 # per-block overhead stays small next to decoding and the backbone.
-_BLOCK = 256
+BLOCK = 256
 
 
 def ray_module(option: str = "--ray") -> ModuleType:
@@ -82,6 +82,13 @@ def connect(address: str) -> ModuleType:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     return ray
+
+
+def actor_count(ray: ModuleType, actors: int | None, cpus_per_actor: float) -> int:
+    """``actors``, or as many as the cluster's CPUs hold. Example: ``actor_count(ray, None, 0.5)`` -> 4 on 2 CPUs."""
+    if actors is not None:
+        return actors
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
 
 
 class RayEmbedder:
@@ -168,9 +175,8 @@ def embed_on_ray(
             "split": pa.array([i.split for i in items], pa.string()),
         }
     )
-    blocks = [table.slice(start, _BLOCK) for start in range(0, len(items), _BLOCK)]
-    if actors is None:
-        actors = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
+    blocks = [table.slice(start, BLOCK) for start in range(0, len(items), BLOCK)]
+    actors = actor_count(ray, actors, cpus_per_actor)
     threads = max(1, round(cpus_per_actor))
     dataset = ray.data.from_arrow(blocks).map_batches(
         RayEmbedder,

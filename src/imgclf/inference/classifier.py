@@ -196,6 +196,27 @@ class Classifier:
             )
         return cls(backend, labels, path, *_trained_framing(path, info.resize if info else SQUASH))
 
+    def portable(self) -> PortableClassifier:
+        """This classifier as bytes and settings that another process (a Ray actor) can
+        rebuild exactly: the ``.tflite`` or ``.keras`` file, labels, normalization and framing.
+
+        Example
+        -------
+        >>> spec = load("runs/demo").portable()  # doctest: +SKIP
+        >>> spec.build(threads=1).classes == load("runs/demo").classes  # doctest: +SKIP
+        True
+        """
+        if self.format == "savedmodel":
+            raise UsageError(
+                f"{self.source}: a SavedModel folder cannot be sent to a cluster; use the run's model.keras "
+                "or an exported .tflite"
+            )
+        norm = self.backend.norm if self.format == "tflite" else None
+        return PortableClassifier(
+            self.format, self.source.read_bytes(), self.source.name, self.classes,
+            (norm.mean, norm.std) if norm else None, self.background, self.resize,
+        )
+
     def predict_proba(
         self, images: Sequence[str | Path | np.ndarray], batch_size: int = 32
     ) -> tuple[np.ndarray, dict[int, str]]:
@@ -260,6 +281,34 @@ class Classifier:
         ]
         paths = [p for p, good in zip(split.paths, ok) if good]
         return Evaluation(metrics, paths, y[ok], probs[ok], self.classes, dataset.root)
+
+
+@dataclass
+class PortableClassifier:
+    """A ``Classifier`` as data (``Classifier.portable``); ``build`` makes it again."""
+
+    format: str  # tflite or keras
+    data: bytes
+    name: str
+    classes: list[str]
+    normalization: tuple[float, float] | None  # .tflite: (mean, std) of its input
+    background: tuple[int, int, int]
+    resize: str
+
+    def build(self, threads: int | None = None) -> Classifier:
+        """The classifier, in this process. Example: ``spec.build(threads=1).predict(paths)``."""
+        if self.format == "tflite":
+            norm = Normalization(*self.normalization) if self.normalization else Normalization()
+            backend: Any = LiteRTBackend(self.data, Path(self.name), norm, threads)
+        else:
+            import tempfile
+
+            # Keras loads a .keras file by name, whole: the temporary copy goes once it is loaded.
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "model.keras"
+                path.write_bytes(self.data)
+                backend = KerasBackend(path)
+        return Classifier(backend, self.classes, Path(self.name), self.background, self.resize)
 
 
 def load(path: str | Path, **options: Any) -> Classifier:
