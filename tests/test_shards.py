@@ -152,3 +152,27 @@ def test_embed_options_errors(tmp_path, capsys):
     assert "--weights none" in capsys.readouterr().err
     assert main(["embed", str(SAMPLE), "--out", str(tmp_path / "s"), "--preset", "huge"]) == 2
     assert "--preset huge: unknown" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_whole_shards_and_a_rerun_finishes_the_job(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "shards"
+    args = [sys.executable, "-m", "imgclf.cli", "-q", "embed", str(SAMPLE), "--out", str(out), "--rows-per-shard", "32"]
+    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not shard_files(out) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.poll() is None, "the job ended before it could be interrupted"
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130 and "run the same command to finish" in err
+    first = read_shards(out)  # every shard left is whole: pyarrow reads them all
+    assert 0 < first.num_rows < 600
+    again = embed(SAMPLE, out=str(out), reporter=QUIET)
+    assert again.skipped == first.num_rows and again.embedded == 600 - first.num_rows
+    table = read_shards(out)
+    assert table.num_rows == 600 and len(set(table.column("sha256").to_pylist())) == 600
