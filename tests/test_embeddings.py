@@ -134,3 +134,23 @@ def test_an_unwritable_cache_folder_trains_without_a_cache(tmp_path, monkeypatch
     assert str(blocker / "cache") in cache_problem() and "IMGCLF_CACHE" in cache_problem()
     monkeypatch.setenv("IMGCLF_CACHE", str(tmp_path / "fine"))
     assert cache_dir() == tmp_path / "fine" and cache_problem() is None
+
+
+def test_split_embeddings_are_views_of_the_pass_not_copies(tmp_path):
+    """At a million images the embeddings must be held once: each split's rows are a slice
+    of the pass's array when the pass embedded the splits in order, and right either way."""
+    from imgclf.api._train import _split_vectors
+    from imgclf.data.dataset import Dataset, Split
+    from imgclf.embeddings.compute import EmbeddingResult
+
+    a, b, c, d = (tmp_path / f"{n}.png" for n in "abcd")
+    vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
+    embedded = EmbeddingResult(vectors, np.ones(4, bool), [a, b, c, d])
+    in_order = Dataset(tmp_path, ["x", "y"], {"train": Split([a, b, c], [0, 1, 0]), "val": Split([d], [1])}, "folders")
+    split = _split_vectors(in_order, embedded)
+    assert np.shares_memory(split["train"].x, vectors) and np.shares_memory(split["val"].x, vectors)
+    np.testing.assert_array_equal(split["val"].x, vectors[[3]])
+    shuffled = Dataset(tmp_path, ["x", "y"], {"train": Split([d, a, c], [1, 0, 0]), "val": Split([b], [1])}, "folders")
+    split = _split_vectors(shuffled, embedded)
+    np.testing.assert_array_equal(split["train"].x, vectors[[3, 0, 2]])
+    np.testing.assert_array_equal(split["train"].y, [1, 0, 0])

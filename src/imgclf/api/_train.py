@@ -205,8 +205,13 @@ def _split_vectors(dataset: Dataset, embedded) -> dict:
     vectors = {}
     for name, split in dataset.splits.items():
         kept = [(p, y) for p, y in zip(split.paths, split.labels) if p in row_of]
+        rows = [row_of[p] for p, _ in kept]
+        # The pass embeds the splits one after the other: a split's rows are then one slice,
+        # taken as a view (no copy of what may be gigabytes of embeddings).
+        contiguous = bool(rows) and rows == list(range(rows[0], rows[0] + len(rows)))
+        chosen = embedded.vectors[rows[0] : rows[0] + len(rows)] if contiguous else embedded.vectors[rows]
         vectors[name] = SplitVectors(
-            embedded.vectors[[row_of[p] for p, _ in kept]].reshape(len(kept), -1),
+            chosen.reshape(len(kept), -1),
             np.array([y for _, y in kept], dtype=int),
             [p for p, _ in kept],
         )

@@ -7,6 +7,7 @@ vectors are kept in ``EmbeddingCache`` by the SHA-256 of the file's bytes.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,11 +108,18 @@ def compute_embeddings(
             errors[str(path)] = failed_digests[digest]
     ok = np.array([d is not None and d in known for d in digests], dtype=bool)
     dim = next(iter(known.values())).shape[0] if known else 0
-    vectors = (
-        np.stack([known[d] for d, good in zip(digests, ok) if good])
-        if ok.any()
-        else np.zeros((0, dim), np.float32)
-    )
+    # Filled row by row while ``known`` lets go of each vector after its last use: at a
+    # million images the embeddings are held once, not twice (np.stack would copy them all).
+    vectors = np.empty((int(ok.sum()), dim), np.float32)
+    uses = Counter(d for d, good in zip(digests, ok) if good)
+    row = 0
+    for digest, good in zip(digests, ok):
+        if good:
+            vectors[row] = known[digest]
+            row += 1
+            uses[digest] -= 1
+            if not uses[digest]:
+                del known[digest]
     usable = [p for p, good in zip(paths, ok) if good]
     return EmbeddingResult(
         vectors, ok, usable, errors, computed=computed, cached=cached, seconds=time.perf_counter() - started
