@@ -10,7 +10,7 @@ folder already holds (a rerun after a crash or Ctrl-C embeds only what is missin
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,54 @@ class ShardSink:
         return self.result
 
 
+def embed_rows(
+    items: Sequence[Item],
+    embed: Callable[[np.ndarray], np.ndarray],
+    dim: int,
+    key: str,
+    size: int,
+    background: tuple[int, int, int],
+    resize: str,
+    done: set[bytes],
+    batch_size: int = 32,
+    workers: int | None = None,
+    node: str = "local",
+) -> Iterator[Any]:
+    """Shard-schema tables for ``items``, a batch at a time: the one embedding loop of the
+    local pass and of every Ray actor. Files are hashed first, so a content in ``done`` is
+    never decoded (its row comes without an embedding, for ``ShardSink`` to drop and count);
+    the rest are decoded in a thread pool ahead of ``embed``.
+
+    Example
+    -------
+    >>> tables = embed_rows(items, litert_extractor(fx, key), 1280, key, 224, WHITE, "squash", set())  # doctest: +SKIP
+    """
+    digested = digest_files([Path(i.path) for i in items], workers)
+    rows = ShardRows()
+    todo: list[Item] = []
+    for item in items:
+        digest, problem = digested[Path(item.path)]
+        if problem:
+            rows.add(None, None, key, item.path, item.label, item.split, problem, node)
+        elif bytes.fromhex(digest) in done:
+            rows.add(digest, None, key, item.path, item.label, item.split, None, node)
+        else:
+            todo.append(item)
+    yield rows.table(dim)
+    for batch in decoded_batches(
+        [Path(i.path) for i in todo], size, batch_size, background, workers, digest=True, resize=resize
+    ):
+        rows = ShardRows()
+        vectors = embed(batch.images) if batch.indices else []
+        for i, vector in zip(batch.indices, vectors):
+            item = todo[i]
+            rows.add(batch.digests[i], np.asarray(vector, np.float32), key, item.path, item.label, item.split, None, node)
+        for i, problem in batch.errors.items():
+            item = todo[i]
+            rows.add(batch.digests.get(i), None, key, item.path, item.label, item.split, problem, node)
+        yield rows.table(dim)
+
+
 def embed_here(
     items: Sequence[Item],
     embed: Callable[[np.ndarray], np.ndarray],
@@ -114,8 +162,7 @@ def embed_here(
     progress: Callable[[int], None],
     batch_size: int = 32,
 ) -> None:
-    """Embed ``items`` on this machine into ``sink``: files whose content the sink already
-    holds are hashed, never decoded; the rest are decoded in a thread pool ahead of ``embed``.
+    """Embed ``items`` on this machine into ``sink``, ``_CHUNK`` files at a time.
 
     Example
     -------
@@ -123,28 +170,8 @@ def embed_here(
     """
     for start in range(0, len(items), _CHUNK):
         chunk = items[start : start + _CHUNK]
-        digested = digest_files([Path(i.path) for i in chunk])
-        rows = ShardRows()
-        todo: list[Item] = []
-        for item in chunk:
-            digest, problem = digested[Path(item.path)]
-            if problem:
-                rows.add(None, None, key, item.path, item.label, item.split, problem)
-            elif bytes.fromhex(digest) in sink.done:
-                rows.add(digest, None, key, item.path, item.label, item.split)  # the sink skips it
-            else:
-                todo.append(item)
-        progress(sink.add(rows.table(dim)))
-        for batch in decoded_batches([Path(i.path) for i in todo], size, batch_size, background, digest=True, resize=resize):
-            rows = ShardRows()
-            vectors = embed(batch.images) if batch.indices else []
-            for i, vector in zip(batch.indices, vectors):
-                item = todo[i]
-                rows.add(batch.digests[i], np.asarray(vector, np.float32), key, item.path, item.label, item.split)
-            for i, problem in batch.errors.items():
-                item = todo[i]
-                rows.add(batch.digests.get(i), None, key, item.path, item.label, item.split, problem)
-            progress(sink.add(rows.table(dim)))
+        for table in embed_rows(chunk, embed, dim, key, size, background, resize, sink.done, batch_size):
+            progress(sink.add(table))
 
 
 def timed(sink: ShardSink, started: float) -> BulkResult:

@@ -9,7 +9,6 @@ in docs/SCALE.md.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -19,13 +18,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
-from ..data.batches import read_capped
-from ..data.decode import DecodeError, decode_image
 from ..errors import UsageError
-from .bulk import Item, ShardSink
-from .shards import ShardRows, pyarrow
+from .bulk import Item, ShardSink, embed_rows
+from .shards import pyarrow
 
 # Items per Ray block: small enough that every actor gets work, large enough that Ray's
 # per-block overhead stays small next to decoding and the backbone.
@@ -92,10 +87,8 @@ def actor_count(ray: ModuleType, actors: int | None, cpus_per_actor: float) -> i
 
 
 class RayEmbedder:
-    """One Ray actor's work: read, hash, decode and embed a block of items into shard rows.
-
-    Contents in ``done`` come back as rows without an embedding, which ``ShardSink`` drops
-    as already held (they are counted, so progress covers every item).
+    """One Ray actor: a block of items -> shard rows, through ``embed_rows`` (the local
+    pass's loop) with its own LiteRT interpreter and ``threads`` decoding threads.
 
     Example
     -------
@@ -112,34 +105,17 @@ class RayEmbedder:
 
         self.model = LiteRTModel(model, threads=threads)
         self.dim, self.key, self.size, self.background, self.resize = dim, key, size, background, resize
-        self.done = done
+        self.threads, self.done = threads, done
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: Any) -> Any:
-        rows = ShardRows()
-        images: list[np.ndarray] = []
-        decoded: list[tuple[bytes, str, str | None, str | None]] = []
-        for path, label, split in zip(*(batch.column(c).to_pylist() for c in ("path", "label", "split"))):
-            try:
-                data = read_capped(Path(path))
-            except (OSError, DecodeError) as exc:
-                reason = f"cannot read: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
-                rows.add(None, None, self.key, path, label, split, reason, self.node)
-                continue
-            digest = hashlib.sha256(data).digest()
-            if digest in self.done:
-                rows.add(digest, None, self.key, path, label, split, None, self.node)
-                continue
-            try:
-                images.append(decode_image(data, self.size, self.background, resize=self.resize))
-            except DecodeError as exc:
-                rows.add(digest, None, self.key, path, label, split, str(exc), self.node)
-                continue
-            decoded.append((digest, path, label, split))
-        if images:
-            for (digest, path, label, split), vector in zip(decoded, self.model(np.stack(images))):
-                rows.add(digest, vector, self.key, path, label, split, None, self.node)
-        return rows.table(self.dim)
+        pa = pyarrow("--ray")
+        items = [Item(*row) for row in zip(*(batch.column(c).to_pylist() for c in ("path", "label", "split")))]
+        tables = embed_rows(
+            items, self.model, self.dim, self.key, self.size, self.background, self.resize, self.done,
+            batch_size=len(items), workers=2 * self.threads, node=self.node,
+        )
+        return pa.concat_tables(list(tables))
 
 
 def embed_on_ray(
