@@ -55,11 +55,23 @@ def test_the_command_writes_the_file_and_says_so(trained_run, tmp_path, capsys):
     assert not (tmp_path / "p.txt").exists()
 
 
-def test_a_failed_job_leaves_no_file(trained_run, tmp_path):
+def test_a_job_that_fails_halfway_leaves_no_file(trained_run, tmp_path, monkeypatch):
+    from imgclf.inference.classifier import Classifier
+
+    calls = []
+    original = Classifier.predict
+
+    def predict_then_fail(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the first chunk of rows is already written
+            raise RuntimeError("the disk went away")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "predict", predict_then_fail)
     out = tmp_path / "p.parquet"
-    with pytest.raises(UsageError, match="top-k"):
-        predict_to_file(trained_run.run_dir, [SAMPLE / "test"], top_k=0, output=str(out), reporter=QUIET)
-    assert not out.exists() and not list(tmp_path.iterdir())
+    with pytest.raises(RuntimeError, match="disk went away"):
+        predict_to_file(trained_run.run_dir, [SAMPLE / "test"], batch_size=1, output=str(out), reporter=QUIET)
+    assert len(calls) == 2 and not out.exists() and not list(tmp_path.iterdir())
 
 
 def test_ray_options_without_ray_installed_say_how_to_get_it(trained_run, tmp_path, monkeypatch, capsys):
