@@ -77,3 +77,15 @@ def test_two_nodes_embed_on_both_and_a_killed_worker_node_loses_no_row(cluster, 
     rows = read_rows(faulty)
     assert sorted(r["sha256"] for r in rows) == sorted(r["sha256"] for r in read_rows(both))
     assert not any(r["error"] for r in rows)
+
+
+def test_a_cluster_started_by_ray_local_listens_on_loopback_only():
+    """Ray resolves 127.0.0.1 to the machine's address unless told not to: `--ray local` tells it."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    probe = (
+        "from imgclf.embeddings.on_ray import connect; ray = connect('local'); "
+        "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}))"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "['127.0.0.1']"

@@ -95,9 +95,9 @@ def embed(
         raise UsageError("--weights none: embeddings of a random backbone are worth nothing to keep; use pretrained weights")
     pyarrow("imgclf embed")
     if config.ray:
-        from ..embeddings.on_ray import ray_module
+        from ..embeddings.on_ray import require_ray
 
-        ray_module()
+        require_ray()
     started = time.perf_counter()
     images, warnings = labelled_images(config.data)
     for warning in warnings:

@@ -130,9 +130,9 @@ def predict_to_file(
         raise UsageError("--output: give the .parquet or .csv file to write the predictions to")
     output = check_output(config.output)
     if config.ray:
-        from ..embeddings.on_ray import ray_module
+        from ..embeddings.on_ray import require_ray
 
-        ray_module()
+        require_ray()
     started = time.perf_counter()
     files = expand_inputs(config.paths)
     if not files:

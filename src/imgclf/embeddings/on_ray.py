@@ -10,6 +10,7 @@ in docs/SCALE.md.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -27,18 +28,32 @@ from .shards import pyarrow
 BLOCK = 256
 
 
-def ray_module(option: str = "--ray") -> ModuleType:
-    """``ray`` with Ray Data, or a one-line error saying how to install it.
+def require_ray(option: str = "--ray") -> None:
+    """A one-line error when Ray (with Ray Data) is not installed; imports nothing, so a
+    command can check its options before it starts any work.
+
+    Example
+    -------
+    >>> require_ray()  # doctest: +SKIP
+    """
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError(f"{option}: Ray is not installed; run: pip install 'imgclf[ray]'")
+
+
+def ray_module(option: str = "--ray", loopback: bool = False) -> ModuleType:
+    """``ray`` with Ray Data, or a one-line error saying how to install it. ``loopback``:
+    a cluster this process starts listens on 127.0.0.1 only (if Ray is not imported yet).
 
     Example
     -------
     >>> ray = ray_module()  # doctest: +SKIP
     """
-    if "ray" not in sys.modules:
+    if loopback and "ray" not in sys.modules:
         # On Linux Ray turns 127.0.0.1 into the machine's network address and listens on every
-        # interface; with this switch (meant for laptops) off, a cluster this process starts
-        # (--ray local) stays on loopback. It only matters to clusters started here.
+        # interface; with this switch (meant for laptops) off, the cluster --ray local starts
+        # stays on loopback. Never for a cluster being joined: its nodes must reach this one.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    require_ray(option)
     try:
         ray = importlib.import_module("ray")
         importlib.import_module("ray.data")
@@ -58,7 +73,7 @@ def connect(address: str) -> ModuleType:
     >>> ray.cluster_resources()["CPU"]  # doctest: +SKIP
     2.0
     """
-    ray = ray_module()
+    ray = ray_module(loopback=address == "local")
     # imgclf shows its own progress; Ray Data would also warn that its own bars are off.
     logging.getLogger("ray").setLevel(logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.ERROR)
