@@ -162,7 +162,12 @@ def test_ctrl_c_keeps_whole_shards_and_a_rerun_finishes_the_job(tmp_path):
 
     out = tmp_path / "shards"
     args = [sys.executable, "-m", "imgclf.cli", "-q", "embed", str(SAMPLE), "--out", str(out), "--rows-per-shard", "32"]
-    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell that starts jobs in the background (as CI may) makes them ignore SIGINT, and
+    # Python keeps an ignored SIGINT ignored: the child gets Ctrl-C's default back.
+    run = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     while not shard_files(out) and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
