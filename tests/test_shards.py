@@ -181,3 +181,19 @@ def test_ctrl_c_keeps_whole_shards_and_a_rerun_finishes_the_job(tmp_path):
     assert again.skipped == first.num_rows and again.embedded == 600 - first.num_rows
     table = read_shards(out)
     assert table.num_rows == 600 and len(set(table.column("sha256").to_pylist())) == 600
+
+
+def test_a_ray_address_where_nothing_listens_is_one_line_within_seconds(tmp_path, capsys):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    assert main(["embed", str(SAMPLE), "--out", str(tmp_path / "s"), "--ray", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"imgclf: error: --ray 127.0.0.1:{port}: nothing answers there") and "\n" not in err
+    assert time.monotonic() - started < 60 and not (tmp_path / "s").exists()
+    assert main(["predict", str(SAMPLE), str(SAMPLE), "--output", str(tmp_path / "p.csv"), "--ray", "nowhere"]) == 2
+    assert "--ray nowhere: give local, auto or HOST:PORT" in capsys.readouterr().err

@@ -80,6 +80,7 @@ def embed(
     from ..data.dataset import labelled_images
     from ..embeddings.bulk import Item, ShardSink, timed
     from ..embeddings.embed import embedding_key
+    from ..embeddings.on_ray import connect, require_ray
     from ..embeddings.shards import done_digests, pyarrow
     from ..fileio import remove_leftovers, try_lock
     from ..progress import Reporter
@@ -95,14 +96,14 @@ def embed(
         raise UsageError("--weights none: embeddings of a random backbone are worth nothing to keep; use pretrained weights")
     pyarrow("imgclf embed")
     if config.ray:
-        from ..embeddings.on_ray import require_ray
-
         require_ray()
     started = time.perf_counter()
     images, warnings = labelled_images(config.data)
     for warning in warnings:
         reporter.warn(warning)
     items = [Item(os.path.abspath(p), label, split) for p, label, split in images]
+    if config.ray:
+        connect(config.ray)  # before the backbone is built: a wrong address costs seconds, not minutes
     backbone = backbones.get(train.backbone)
     size = backbone.check_size(train.input_size, train.weights)
     key = embedding_key(backbone, size, train.background, train.weights, train.resize)

@@ -130,13 +130,15 @@ def predict_to_file(
         raise UsageError("--output: give the .parquet or .csv file to write the predictions to")
     output = check_output(config.output)
     if config.ray:
-        from ..embeddings.on_ray import require_ray
+        from ..embeddings.on_ray import connect, require_ray
 
         require_ray()
     started = time.perf_counter()
     files = expand_inputs(config.paths)
     if not files:
         raise UsageError(f"no image files found in {', '.join(map(str, config.paths))}")
+    if config.ray:
+        connect(config.ray)  # before the model loads: a wrong address costs seconds, not minutes
     clf = load(config.model, **config.load_options())
     with open_predictions(output, config.top_k) as writer, reporter.bar("predicting", len(files)) as advance:
         if config.ray:

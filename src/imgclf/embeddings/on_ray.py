@@ -2,9 +2,9 @@
 pool of actors, each holding one LiteRT interpreter of the same ``.tflite`` the local pass
 runs; their rows come back to this process, which writes them as shards (``ShardSink``).
 
-Ray is an optional extra: nothing else in imgclf imports it. Writing on the driver keeps
-every shard whole and the folder resumable however a job ends; what that costs at scale is
-in docs/SCALE.md.
+Ray is an optional extra: only this module and ``inference/on_ray.py`` use it, when called.
+Writing on the driver keeps every shard whole and the folder resumable however a job ends;
+what that costs at scale is in docs/SCALE.md.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -78,6 +79,8 @@ def connect(address: str) -> ModuleType:
     logging.getLogger("ray").setLevel(logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     if not ray.is_initialized():
+        if address not in ("local", "auto"):
+            _check_reachable(address)
         quiet = {"configure_logging": False, "log_to_driver": False}
         try:
             if address == "local":
@@ -92,6 +95,22 @@ def connect(address: str) -> ModuleType:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A one-line error, within seconds, when nothing listens at ``address`` (HOST:PORT):
+    Ray itself keeps retrying a dead address for minutes."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except ValueError:
+        raise UsageError(f"--ray {address}: give local, auto or HOST:PORT of a Ray cluster's head") from None
+    except OSError as exc:
+        raise UsageError(
+            f"--ray {address}: nothing answers there ({exc.strerror or exc}); start a cluster with "
+            "`ray start --head`, or use --ray local"
+        ) from None
 
 
 def actor_count(ray: ModuleType, actors: int | None, cpus_per_actor: float) -> int:
