@@ -152,6 +152,9 @@ def test_embed_options_errors(tmp_path, capsys):
     assert "--weights none" in capsys.readouterr().err
     assert main(["embed", str(SAMPLE), "--out", str(tmp_path / "s"), "--preset", "huge"]) == 2
     assert "--preset huge: unknown" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("not a folder")
+    assert main(["embed", str(SAMPLE), "--out", str(tmp_path / "a_file")]) == 2
+    assert capsys.readouterr().err.strip() == f"imgclf: error: --out {tmp_path / 'a_file'}: is a file; choose a folder"
 
 
 def test_ctrl_c_keeps_whole_shards_and_a_rerun_finishes_the_job(tmp_path):

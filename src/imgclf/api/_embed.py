@@ -82,7 +82,7 @@ def embed(
     from ..embeddings.embed import embedding_key
     from ..embeddings.on_ray import connect, require_ray
     from ..embeddings.shards import done_digests, pyarrow
-    from ..fileio import remove_leftovers, try_lock
+    from ..fileio import remove_leftovers, try_lock, unwritable_folder
     from ..progress import Reporter
     from ..training.fit import keras_seed
 
@@ -92,6 +92,8 @@ def embed(
     train = TrainConfig(data=config.data, **config.train_options()).validate()
     if not config.out:
         raise UsageError("--out: give the folder to write the embedding shards to, e.g. --out shards/")
+    if problem := unwritable_folder(Path(config.out)):
+        raise UsageError(f"--out {config.out}: {problem}")
     if train.weights == backbones.RANDOM:
         raise UsageError("--weights none: embeddings of a random backbone are worth nothing to keep; use pretrained weights")
     pyarrow("imgclf embed")
