@@ -53,6 +53,10 @@ def test_the_command_writes_the_file_and_says_so(trained_run, tmp_path, capsys):
     assert main(["predict", str(trained_run.run_dir), str(SAMPLE / "test" / "bag"), "--output", str(tmp_path / "p.txt")]) == 2
     assert capsys.readouterr().err.strip() == f"imgclf: error: --output {tmp_path / 'p.txt'}: give a .parquet or .csv file"
     assert not (tmp_path / "p.txt").exists()
+    (tmp_path / "a_file").write_text("not a folder")
+    under_a_file = tmp_path / "a_file" / "p.csv"
+    assert main(["predict", str(trained_run.run_dir), str(SAMPLE / "test" / "bag"), "--output", str(under_a_file)]) == 2
+    assert capsys.readouterr().err.strip() == f"imgclf: error: --output {under_a_file}: is a file; choose a folder"
 
 
 def test_a_job_that_fails_halfway_leaves_no_file(trained_run, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, unwritable_folder
 from ..text import shown
 
 SUFFIXES = (".parquet", ".csv")
@@ -35,6 +35,8 @@ def check_output(path: str | Path) -> Path:
         raise UsageError(f"--output {path}: give a .parquet or .csv file")
     if path.is_dir():
         raise UsageError(f"--output {path}: is a folder; give a file name")
+    if problem := unwritable_folder(path.parent):
+        raise UsageError(f"--output {path}: {problem}")
     if path.suffix.lower() == ".parquet":
         try:
             importlib.import_module("pyarrow.parquet")
