@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -120,6 +120,31 @@ def actor_count(ray: ModuleType, actors: int | None, cpus_per_actor: float) -> i
     return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
 
 
+def on_actors(
+    ray: ModuleType, table: Any, actor: type, constructor: dict[str, Any], actors: int | None,
+    cpus_per_actor: float, batch_size: int,
+) -> Iterator[Any]:
+    """``table``'s rows through a pool of ``actor(**constructor)`` on the cluster, in blocks of
+    ``BLOCK`` rows and calls of ``batch_size``; yields each call's Arrow table as it comes back
+    (in no particular order). The one Ray Data pipeline of ``embed`` and ``predict``.
+
+    Example
+    -------
+    >>> for out in on_actors(ray, table, RayEmbedder, kwargs, None, 1.0, 32):  # doctest: +SKIP
+    ...     sink.add(out)
+    """
+    blocks = [table.slice(start, BLOCK) for start in range(0, table.num_rows, BLOCK)]
+    dataset = ray.data.from_arrow(blocks).map_batches(
+        actor,
+        fn_constructor_kwargs=constructor,
+        compute=ray.data.ActorPoolStrategy(size=min(actor_count(ray, actors, cpus_per_actor), len(blocks))),
+        batch_size=batch_size,
+        num_cpus=cpus_per_actor,
+        batch_format="pyarrow",
+    )
+    yield from dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+
+
 class RayEmbedder:
     """One Ray actor: a block of items -> shard rows, through ``embed_rows`` (the local
     pass's loop) with its own LiteRT interpreter and ``threads`` decoding threads.
@@ -185,26 +210,10 @@ def embed_on_ray(
             "split": pa.array([i.split for i in items], pa.string()),
         }
     )
-    blocks = [table.slice(start, BLOCK) for start in range(0, len(items), BLOCK)]
-    actors = actor_count(ray, actors, cpus_per_actor)
-    threads = max(1, round(cpus_per_actor))
-    dataset = ray.data.from_arrow(blocks).map_batches(
-        RayEmbedder,
-        fn_constructor_kwargs={
-            "model": Path(model_file).read_bytes(),
-            "dim": dim,
-            "key": key,
-            "size": size,
-            "background": background,
-            "resize": resize,
-            "threads": threads,
-            "done": sink.done,
-        },
-        compute=ray.data.ActorPoolStrategy(size=min(actors, len(blocks))),
-        batch_size=batch_size,
-        num_cpus=cpus_per_actor,
-        batch_format="pyarrow",
-    )
-    for out in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+    constructor = {
+        "model": Path(model_file).read_bytes(), "dim": dim, "key": key, "size": size, "background": background,
+        "resize": resize, "threads": max(1, round(cpus_per_actor)), "done": sink.done,
+    }
+    for out in on_actors(ray, table, RayEmbedder, constructor, actors, cpus_per_actor, batch_size):
         progress(sink.add(out))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.dataset import utf8_name
-from ..embeddings.on_ray import BLOCK, actor_count, connect
+from ..embeddings.on_ray import connect, on_actors
 from ..embeddings.shards import pyarrow
 from .classifier import PortableClassifier
 from .prediction_files import PredictionWriter, prediction_rows
@@ -69,18 +69,8 @@ def predict_on_ray(
         return
     # Workers read absolute paths (their working folder is not this one); rows say the path as given.
     table = pa.table({"path": [os.path.abspath(p) for p in named], "given": named})
-    blocks = [table.slice(start, BLOCK) for start in range(0, len(named), BLOCK)]
-    dataset = ray.data.from_arrow(blocks).map_batches(
-        RayPredictor,
-        fn_constructor_kwargs={
-            "spec": spec, "top_k": writer.top_k, "batch_size": batch_size, "threads": max(1, round(cpus_per_actor)),
-        },
-        compute=ray.data.ActorPoolStrategy(size=min(actor_count(ray, actors, cpus_per_actor), len(blocks))),
-        batch_size=batch_size,
-        num_cpus=cpus_per_actor,
-        batch_format="pyarrow",
-    )
-    for out in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+    constructor = {"spec": spec, "top_k": writer.top_k, "batch_size": batch_size, "threads": max(1, round(cpus_per_actor))}
+    for out in on_actors(ray, table, RayPredictor, constructor, actors, cpus_per_actor, batch_size):
         rows = out.to_pylist()
         writer.add(rows)
         progress(len(rows))
