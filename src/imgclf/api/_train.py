@@ -164,21 +164,23 @@ def _embed(config, backbone, size, dataset: Dataset, digests, reporter: Reporter
 def _import_shards(config: TrainConfig, backbone, size: int, reporter: Reporter) -> None:
     """``--embeddings``: the shards' embeddings of this run's backbone options into the cache."""
     from ..embeddings.embed import embedding_key
-    from ..embeddings.shards import shard_keys
+    from ..embeddings.shards import shard_files, shard_keys
     from ._embed import import_embeddings
 
     option = f"--embeddings {config.embeddings}"
     if config.weights == backbones.RANDOM:
         raise UsageError(f"{option}: --weights none embeds with a random backbone, which shards never hold")
     key = embedding_key(backbone, size, config.background, config.weights, config.resize)
-    held = shard_keys(Path(config.embeddings), reporter.warn)
-    if not held.get(key):
-        others = "; ".join(sorted(held)) or "none"
+    folder = Path(config.embeddings)
+    # One read of the shards when they fit (at a million images they are gigabytes); what
+    # else they hold is only read to word the error.
+    imported = import_embeddings(folder, key, reporter).get(key, 0) if shard_files(folder) else 0
+    if not imported:
+        others = "; ".join(sorted(shard_keys(folder, reporter.warn))) or "none"
         raise UsageError(
             f"{option}: no embeddings for this run's backbone options ({key}); the shards hold: {others}. "
             "Embed with the same --preset/--backbone/--input-size/--resize/--background as train"
         )
-    imported = import_embeddings(config.embeddings, key, reporter).get(key, 0)
     reporter.info(f"imported {imported} embeddings from {config.embeddings}")
 
 
