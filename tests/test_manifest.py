@@ -115,7 +115,7 @@ def test_bad_rows_are_skipped_with_their_row_and_reason(color_folders, tmp_path)
         (["file", "label"], ["a.png", "cat"], "no path (or uri) column (columns: file, label)"),
         (["path", "class"], ["a.png", "cat"], "no label column (columns: path, class)"),
         (["path", "label", "split"], ["a.png", "cat", "holdout"], "m.csv row 1: unknown split 'holdout'"),
-        (["uri", "label"], ["s3://bucket/a.png", "cat"], "m.csv row 1: s3:// URIs are not read by imgclf yet"),
+        (["uri", "label"], ["http://host/a.png", "cat"], "m.csv row 1: http:// URIs are not read by imgclf; list local"),
         (["uri", "label"], ["file://server/a.png", "cat"], "m.csv row 1: file:// URI on host 'server'"),
     ],
 )

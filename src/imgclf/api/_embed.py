@@ -103,7 +103,7 @@ def embed(
     images, warnings = labelled_images(config.data)
     for warning in warnings:
         reporter.warn(warning)
-    items = [Item(os.path.abspath(p), label, split) for p, label, split in images]
+    items = [Item(p if isinstance(p, str) else os.path.abspath(p), label, split) for p, label, split in images]
     if config.ray:
         connect(config.ray)  # before the backbone is built: a wrong address costs seconds, not minutes
     backbone = backbones.get(train.backbone)

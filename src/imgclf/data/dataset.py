@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import DataError
 from ..text import name_problem, shown
 from .decode import IMAGE_EXTENSIONS
-from .manifest import is_manifest, read_manifest
+from .manifest import ManifestRow, fetch_remote, is_manifest, read_manifest
 
 _VAL_ALIASES = ("val", "validation")
 
@@ -272,10 +272,11 @@ def load_dataset(
     return _presplit(root, train_images, given, root / "train", val_split, test_split, seed, groups, warnings)
 
 
-def labelled_images(root: str | Path) -> tuple[list[tuple[Path, str, str | None]], list[str]]:
+def labelled_images(root: str | Path) -> tuple[list[tuple[Path | str, str, str | None]], list[str]]:
     """Every usable image of a data folder or manifest with its class, and its split when
     the data gives one (``train/``, ``val/``, ``test/`` folders or a split column); and the
-    warnings about what was left out (skipped manifest rows, missing files).
+    warnings about what was left out (skipped manifest rows). A manifest's remote images
+    are given by their URI, not copied: the bulk pass reads them where it runs.
 
     Example
     -------
@@ -283,6 +284,16 @@ def labelled_images(root: str | Path) -> tuple[list[tuple[Path, str, str | None]
     >>> images[0]  # doctest: +SKIP
     (PosixPath('examples/fashion-mini/train/ankle_boot/0001.png'), 'ankle_boot', 'train')
     """
+    if is_manifest(root):
+        manifest = read_manifest(root)
+        warnings = [f"skipped {s['path']}: {s['reason']}" for s in manifest.skipped]
+        here: list[ManifestRow] = []
+        missing: list[ManifestRow] = []
+        for r in manifest.rows:
+            (here if r.uri or r.path.is_file() else missing).append(r)
+        warnings += _missing_files(manifest.source, missing)
+        split = (lambda r: r.split) if manifest.presplit else (lambda r: None)
+        return [(r.uri or r.path, r.label, split(r)) for r in here], warnings
     dataset = load_dataset(root, 0.0, 0.0)
     given = len(dataset.splits) > 1 or dataset.layout == "presplit"
     images = [
@@ -300,19 +311,18 @@ def _manifest_dataset(
     (the doctor lists them too), so a stale manifest still trains on what is there."""
     manifest = read_manifest(source)
     warnings = [f"skipped {s['path']}: {s['reason']}" for s in manifest.skipped]
+    unfetched = fetch_remote(manifest)
+    warnings += [f"skipped {shown(source.name)} row {row}: {reason}" for row, reason in unfetched.items()]
     images: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
     missing = []
     for row in manifest.rows:
+        if row.row in unfetched:
+            continue
         if row.path.is_file():
             images[row.split][row.label].append(row.path)
         else:
             missing.append(row)
-    if missing:
-        first = missing[0]
-        warnings.append(
-            f"skipped {len(missing)} row(s) of {shown(source.name)} whose file is missing "
-            f"(e.g. row {first.row}: {shown(first.path)})"
-        )
+    warnings += _missing_files(source, missing)
     pool = dict(images.get("all" if not manifest.presplit else "train", {}))
     if len(pool) < 2:
         rows = "train rows" if manifest.presplit else "rows"
@@ -326,6 +336,17 @@ def _manifest_dataset(
         return Dataset(source, classes, splits, "manifest", warnings)
     given = {split: dict(images[split]) for split in ("val", "test") if split in images}
     return _presplit(source, pool, given, source, val_split, test_split, seed, groups, warnings, "manifest")
+
+
+def _missing_files(source: Path, missing: list[ManifestRow]) -> list[str]:
+    """One warning for all the rows of a manifest whose file is not there."""
+    if not missing:
+        return []
+    first = missing[0]
+    return [
+        f"skipped {len(missing)} row(s) of {shown(source.name)} whose file is missing "
+        f"(e.g. row {first.row}: {shown(first.path)})"
+    ]
 
 
 def _presplit(

@@ -29,7 +29,7 @@ from ..fileio import content_digest, default_workers
 from ..text import name_problem, shown
 from .dataset import _is_hidden, _subfolders, resolve_layout, utf8_name
 from .decode import IMAGE_EXTENSIONS, DecodeError, ImageInfo, inspect_image
-from .manifest import is_manifest, read_manifest
+from .manifest import fetch_remote, is_manifest, read_manifest
 
 MIN_SIDE = 32
 MAX_ASPECT = 5.0
@@ -217,7 +217,9 @@ def _collect_manifest(source: Path, ignored: list[dict[str, str]]) -> tuple[str,
     """A manifest's rows as records (not yet inspected); skipped rows go to ``ignored``."""
     manifest = read_manifest(source)
     ignored.extend(manifest.skipped)
-    records = [FileRecord(r.path, r.split, r.label) for r in manifest.rows]
+    unfetched = fetch_remote(manifest)
+    ignored.extend({"path": f"{shown(source.name)} row {row}", "reason": why} for row, why in unfetched.items())
+    records = [FileRecord(r.path, r.split, r.label) for r in manifest.rows if r.row not in unfetched]
     splits = [s for s in ("train", "val", "test") if any(r.split == s for r in records)] if manifest.presplit else ["all"]
     if manifest.presplit and "train" not in splits:
         splits.insert(0, "train")

@@ -2,7 +2,9 @@
 
 Columns: ``path`` (or ``uri``) and ``label``, optionally ``split`` (train, val or validation,
 test, or empty); other columns are ignored. A path is relative to the manifest's folder or
-absolute; a URI is ``file://``. When any row names a split, the manifest is pre-split like
+absolute; a URI is ``file://`` or one that pyarrow's filesystems read (``s3://``, ``gs://``,
+``hdfs://``, ...: see ``remote.py``), whose images ``fetch_remote`` copies to local files before
+they are read. When any row names a split, the manifest is pre-split like
 ``train/ val/ test/`` folders (rows with an empty split train); otherwise every row is split by
 ``--val-split``/``--test-split`` as a folder of class subfolders is.
 
@@ -21,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import DataError
 from ..text import name_problem, shown
+from .remote import SCHEMES, RemoteError, fetch_all, is_remote, local_path
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 _SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -32,10 +35,11 @@ _MAX_FIELD = 131072
 class ManifestRow:
     """One usable row: the image, its label, and its split ("all" when the manifest has none)."""
 
-    path: Path
+    path: Path  # for a remote URI: where its local copy goes (``fetch_remote`` makes it)
     label: str
     split: str
     row: int  # 1-based data row number, as a spreadsheet shows it below the header
+    uri: str | None = None  # the remote URI the row names, if it names one
 
 
 @dataclass
@@ -89,19 +93,42 @@ def read_manifest(path: str | Path) -> Manifest:
         value, label = _text(record.get(where)), _text(record.get("label"))
         split = _split(_text(record.get("split")), here)
         why = _row_problem(value, label)
-        # Absolute paths: a run records the manifest file as its data, and nothing is relative to a file.
-        image = None if why else _local_path(value, base, here)
+        uri = value if not why and is_remote(value) else None
+        if uri and (scheme := urlsplit(uri).scheme.lower()) not in SCHEMES:
+            raise DataError(
+                f"{here}: {shown(scheme)}:// URIs are not read by imgclf; list local paths, file:// URIs or "
+                f"URIs that pyarrow reads ({', '.join(s + '://' for s in SCHEMES)})"
+            )
+        try:
+            # Absolute paths: a run records the manifest file as its data, and nothing is relative to a file.
+            image = None if why else local_path(value) if uri else _local_path(value, base, here)
+        except RemoteError as exc:
+            why, image = f"{shown(value)}: {exc}", None
         if image is not None and image in first_row_of:
-            why = f"{shown(image)} is already listed in row {first_row_of[image]}"
+            why = f"{shown(uri or image)} is already listed in row {first_row_of[image]}"
         if why:
             skipped.append({"path": here, "reason": why})
             continue
         first_row_of[image] = number
-        rows.append(ManifestRow(image, label, split, number))
+        rows.append(ManifestRow(image, label, split, number, uri))
     presplit = any(r.split for r in rows)
     for r in rows:
         r.split = (r.split or "train") if presplit else "all"
     return Manifest(source, rows, presplit, skipped)
+
+
+def fetch_remote(manifest: Manifest) -> dict[int, str]:
+    """Copy the images of the rows that name remote URIs to their local paths (again only
+    for objects that changed); ``row number -> reason`` for those that could not be copied.
+
+    Example
+    -------
+    >>> fetch_remote(read_manifest("s3-photos.csv"))  # doctest: +SKIP
+    {7: 'no such object'}
+    """
+    remote = [r for r in manifest.rows if r.uri]
+    fetched = fetch_all([r.uri for r in remote if r.uri])
+    return {r.row: f"{shown(r.uri)}: {fetched[r.uri][1]}" for r in remote if r.uri and fetched[r.uri][1]}
 
 
 def _table(source: Path) -> tuple[list[str], Iterator[dict[str, object]]]:
@@ -180,12 +207,7 @@ def _row_problem(value: str, label: str) -> str | None:
 def _local_path(value: str, base: Path, here: str) -> Path:
     """The file a path or URI names; relative paths are relative to the manifest's folder."""
     parts = urlsplit(value)
-    if len(parts.scheme) > 1:  # one letter is a Windows drive, not a scheme
-        if parts.scheme.lower() != "file":
-            raise DataError(
-                f"{here}: {shown(parts.scheme)}:// URIs are not read by imgclf yet; copy the images to a local "
-                "folder and list their paths (or file:// URIs)"
-            )
+    if len(parts.scheme) > 1:  # one letter is a Windows drive, not a scheme (remote ones are not here)
         if parts.netloc not in ("", "localhost"):
             raise DataError(f"{here}: file:// URI on host '{shown(parts.netloc)}'; only local files are read")
         path = Path(unquote(parts.path))  # file:x.png (no slashes) is relative, like a path

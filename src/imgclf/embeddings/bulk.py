@@ -5,6 +5,8 @@ Both decode with ``decode_image`` from the bytes they hash and run the backbone'
 ``.tflite`` (``litert_engine_file``), so their shards hold the same embeddings. Both feed a
 ``ShardSink``, which writes whole shards, each content once, and never a content the
 folder already holds (a rerun after a crash or Ctrl-C embeds only what is missing).
+Images named by remote URIs are copied where the pass runs, a slice at a time into a
+temporary folder removed after it: each is read once, and no disk fills with a bucket.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..data.batches import decoded_batches
+from ..data.remote import SLICE, is_remote, temporary_copies
 from ..fileio import digest_files
 from .shards import ROWS_PER_SHARD, ShardRows, pyarrow, write_shard
 
@@ -124,11 +127,38 @@ def embed_rows(
     -------
     >>> tables = embed_rows(items, litert_extractor(fx, key), 1280, key, 224, WHITE, "squash", set())  # doctest: +SKIP
     """
-    digested = digest_files([Path(i.path) for i in items], workers)
+    args = (embed, dim, key, size, background, resize, done, batch_size, workers, node)
+    if not any(is_remote(i.path) for i in items):
+        yield from _embed_files(items, {}, *args)
+        return
+    for start in range(0, len(items), SLICE):
+        part = items[start : start + SLICE]
+        with temporary_copies([i.path for i in part]) as copies:
+            yield from _embed_files(part, copies, *args)
+
+
+def _embed_files(
+    items: Sequence[Item],
+    fetched: dict[str, tuple[Path | None, str | None]],
+    embed: Callable[[np.ndarray], np.ndarray],
+    dim: int,
+    key: str,
+    size: int,
+    background: tuple[int, int, int],
+    resize: str,
+    done: set[bytes],
+    batch_size: int,
+    workers: int | None,
+    node: str,
+) -> Iterator[Any]:
+    """``embed_rows`` on files here: ``fetched`` gives the local copies of remote items."""
+    local = {i.path: fetched[i.path][0] if i.path in fetched else Path(i.path) for i in items}
+    digested = digest_files([p for p in local.values() if p is not None], workers)
     rows = ShardRows()
     todo: list[Item] = []
     for item in items:
-        digest, problem = digested[Path(item.path)]
+        path = local[item.path]
+        digest, problem = digested[path] if path is not None else (None, fetched[item.path][1])
         if problem:
             rows.add(None, None, key, item.path, item.label, item.split, problem, node)
         elif bytes.fromhex(digest) in done:
@@ -137,7 +167,7 @@ def embed_rows(
             todo.append(item)
     yield rows.table(dim)
     for batch in decoded_batches(
-        [Path(i.path) for i in todo], size, batch_size, background, workers, digest=True, resize=resize
+        [local[i.path] for i in todo], size, batch_size, background, workers, digest=True, resize=resize
     ):
         rows = ShardRows()
         vectors = embed(batch.images) if batch.indices else []

@@ -14,6 +14,7 @@ from ..data.color import WHITE
 from ..data.dataset import find_images, load_dataset
 from ..data.decode import SQUASH
 from ..data.manifest import is_manifest, read_manifest
+from ..data.remote import SLICE, is_remote, temporary_copies
 from ..errors import ModelError, UsageError
 from ..evaluation.metrics import compute_metrics
 from ..litert.interpreter import Normalization
@@ -30,22 +31,22 @@ def _read_labels(path: Path) -> list[str]:
         raise UsageError(f"--labels {path}: cannot read ({exc.strerror or exc})") from None
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path | str]:
     """Files as given, folders expanded to their images (recursive, sorted), manifests to
-    their rows' files, order kept.
+    their rows' files (or remote URIs, as strings), order kept.
 
     Example
     -------
     >>> expand_inputs(["a.jpg", "more_photos/"])  # doctest: +SKIP
     [PosixPath('a.jpg'), PosixPath('more_photos/b.png')]
     """
-    out: list[Path] = []
+    out: list[Path | str] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             out.extend(find_images(p))
         elif is_manifest(p):
-            out.extend(row.path for row in read_manifest(p).rows)
+            out.extend(row.uri or row.path for row in read_manifest(p).rows)  # predict reads URIs itself
         elif p.exists() or p.is_symlink():
             out.append(p)
         else:
@@ -234,9 +235,13 @@ class Classifier:
     def predict(
         self, images: Sequence[str | Path | np.ndarray], top_k: int = 3, batch_size: int = 32
     ) -> list[dict[str, Any]]:
-        """Top-k labels per image, in input order; unreadable files get an ``"error"`` instead."""
+        """Top-k labels per image, in input order; unreadable files get an ``"error"`` instead.
+        Remote URIs (``s3://``...) are read into a temporary folder, a slice at a time."""
         if top_k < 1:
             raise UsageError(f"--top-k {top_k}: must be >= 1")
+        if any(is_remote(i) for i in images):
+            return [row for start in range(0, len(images), SLICE) for row in self._predict_copies(
+                images[start : start + SLICE], top_k, batch_size)]
         probs, errors = self.predict_proba(images, batch_size)
         out = []
         for i, item in enumerate(images):
@@ -249,6 +254,17 @@ class Classifier:
                 order = np.argsort(-probs[i])[:top_k]
                 entry["predictions"] = [{"label": self.classes[j], "score": float(probs[i][j])} for j in order]
             out.append(entry)
+        return out
+
+    def _predict_copies(self, images: Sequence[Any], top_k: int, batch_size: int) -> list[dict[str, Any]]:
+        """``predict`` of images some of which are remote URIs; rows name the URI."""
+        with temporary_copies(images) as copies:
+            local = [copies[i][0] if is_remote(i) else i for i in images]
+            readable = [j for j, p in enumerate(local) if p is not None]
+            rows = self.predict([local[j] for j in readable], top_k, batch_size)
+        out: list[dict[str, Any]] = [{"path": i, "error": copies[i][1]} if is_remote(i) else {} for i in images]
+        for j, row in zip(readable, rows):
+            out[j] = {**row, "path": images[j]} if is_remote(images[j]) else row
         return out
 
     def evaluate(self, data: str | Path, batch_size: int = 32) -> Evaluation:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.dataset import utf8_name
+from ..data.remote import is_remote
 from ..embeddings.on_ray import connect, on_actors
 from ..embeddings.shards import pyarrow
 from .classifier import PortableClassifier
@@ -33,7 +34,7 @@ class RayPredictor:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        paths = [Path(p) for p in batch.column("path").to_pylist()]
+        paths = [p if is_remote(p) else Path(p) for p in batch.column("path").to_pylist()]
         rows = prediction_rows(self.classifier.predict(paths, self.top_k, self.batch_size))
         for row, given in zip(rows, batch.column("given").to_pylist()):
             row["path"] = given
@@ -42,7 +43,7 @@ class RayPredictor:
 
 def predict_on_ray(
     spec: PortableClassifier,
-    files: Sequence[Path],
+    files: Sequence[Path | str],
     writer: PredictionWriter,
     progress: Callable[[int], None],
     address: str,
@@ -60,15 +61,16 @@ def predict_on_ray(
     """
     ray = connect(address)
     pa = pyarrow("--ray")
-    named = [str(p) for p in files if utf8_name(str(p))]
+    named = [p for p in files if utf8_name(str(p))]
     unnamed = [p for p in files if not utf8_name(str(p))]
     if unnamed:  # Arrow holds text as UTF-8: such a name can be neither sent nor read back
         writer.add(prediction_rows([{"path": str(p), "error": "the file name is not UTF-8; rename it"} for p in unnamed]))
         progress(len(unnamed))
     if not named:
         return
-    # Workers read absolute paths (their working folder is not this one); rows say the path as given.
-    table = pa.table({"path": [os.path.abspath(p) for p in named], "given": named})
+    # Workers read absolute paths (their working folder is not this one) or the URIs themselves;
+    # rows say the path as given.
+    table = pa.table({"path": [p if is_remote(p) else os.path.abspath(p) for p in named], "given": list(map(str, named))})
     constructor = {"spec": spec, "top_k": writer.top_k, "batch_size": batch_size, "threads": max(1, round(cpus_per_actor))}
     for out in on_actors(ray, table, RayPredictor, constructor, actors, cpus_per_actor, batch_size):
         rows = out.to_pylist()
