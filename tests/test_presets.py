@@ -29,6 +29,8 @@ def test_a_preset_fills_in_only_the_options_left_out():
     assert TrainConfig(data="d", preset="balanced", resize="squash").resize == "squash"
     best = TrainConfig(data="d", preset="best")
     assert (best.fine_tune, best.fine_tune_epochs, fast.fine_tune_epochs) == ("auto", 8, 20)
+    assert (best.fine_tune_lr, fast.fine_tune_lr) == (3e-4, 1e-4)
+    assert TrainConfig(data="d", preset="best", fine_tune_lr=1e-4).fine_tune_lr == 1e-4
     assert TrainConfig(data="d", preset="best", fine_tune="0.5").fine_tune == "0.5"
     assert TrainConfig(data="d", preset="best", fine_tune_epochs=20).fine_tune_epochs == 20
     # The preset's input size is for its backbone: another backbone keeps its own size.
@@ -50,19 +52,19 @@ def test_another_preset_over_a_saved_config_keeps_the_options_given(tmp_path):
     saved.write_text(json.dumps({"options": base.to_dict()}))
     best, _ = TrainConfig.resolve(config=saved, preset="best", resize="squash")
     assert (best.preset, best.fine_tune, best.resize, best.epochs, best.input_size) == ("best", "auto", "squash", 7, None)
-    assert best.fine_tune_epochs == 8
+    assert (best.fine_tune_epochs, best.fine_tune_lr) == (8, 3e-4)
     same, _ = TrainConfig.resolve(config=saved)
     assert (same.preset, same.input_size, same.resize, same.fine_tune) == ("balanced", 288, "crop", "off")
 
 
 def test_a_best_run_saved_before_best_changed_repeats_as_it_ran(tmp_path):
     # config.json holds the values a preset filled in: a best run saved when best meant
-    # 20 fine-tuning epochs repeats with 20, not today's 8.
+    # 20 fine-tuning epochs at 1e-4 repeats with those, not today's 8 at 3e-4.
     saved = tmp_path / "config.json"
-    options = TrainConfig(data=str(SAMPLE), preset="best", fine_tune_epochs=20).to_dict()
+    options = TrainConfig(data=str(SAMPLE), preset="best", fine_tune_epochs=20, fine_tune_lr=1e-4).to_dict()
     saved.write_text(json.dumps({"options": options}))
     again, _ = TrainConfig.resolve(config=saved)
-    assert (again.preset, again.fine_tune_epochs) == ("best", 20)
+    assert (again.preset, again.fine_tune_epochs, again.fine_tune_lr) == ("best", 20, 1e-4)
 
 
 @pytest.fixture(scope="module")

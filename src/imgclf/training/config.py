@@ -101,7 +101,9 @@ class TrainConfig:
     augment: str = option(
         "light", "Fine-tuning augmentation (flip, rotation, zoom, brightness, contrast).", choices=AUGMENT
     )
-    fine_tune_lr: float = option(1e-4, "Peak fine-tuning learning rate.", rule=positive("0.0001"))
+    fine_tune_lr: float | None = option(
+        None, "Peak fine-tuning learning rate (default: the preset's).", rule=positive("0.0001")
+    )
     fine_tune_epochs: int | None = option(None, "Most fine-tuning epochs (default: the preset's).", rule=whole(1))
     fine_tune_patience: int = option(5, "Fine-tuning epochs without val-loss gain before stopping.", rule=whole(1))
     tensorboard: bool = option(False, "Write TensorBoard logs into RUN/tensorboard/.")
