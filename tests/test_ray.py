@@ -144,3 +144,19 @@ def test_predict_on_ray_writes_what_the_local_pass_writes(exported, model, tmp_p
     for path, row in there.items():
         assert row["labels"] == here[path]["labels"]
         assert np.abs(np.array(row["scores"]) - here[path]["scores"]).max() < 1e-5
+
+
+def test_a_dead_address_is_refused_also_when_a_cluster_is_joined_already(tmp_path, capsys):
+    """This process joined the module's cluster: another address is still checked, not
+    silently taken to mean the cluster already joined."""
+    import socket
+
+    from imgclf.cli import main
+
+    assert ray.is_initialized()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["embed", str(SAMPLE), "--out", str(tmp_path / "s"), "--ray", f"127.0.0.1:{port}"]) == 2
+    assert f"--ray 127.0.0.1:{port}: nothing answers there" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

@@ -170,9 +170,14 @@ def test_embed_reads_the_bucket_itself_and_keeps_the_uris(bucket, bucket_shards,
 
 
 def test_ray_actors_read_the_bucket_themselves(bucket, bucket_shards, tmp_path):
-    on_ray = embed(
-        bucket[1], out=str(tmp_path / "ray"), reporter=Reporter(quiet=True), ray="local", actors=2, cpus_per_actor=0.5
-    )
+    import ray
+
+    try:
+        on_ray = embed(
+            bucket[1], out=str(tmp_path / "ray"), reporter=Reporter(quiet=True), ray="local", actors=2, cpus_per_actor=0.5
+        )
+    finally:
+        ray.shutdown()  # the cluster --ray local started in this process: no later test may find it joined
     assert (on_ray.embedded, on_ray.failed) == (18, 1)
     here, there = shard_rows(bucket_shards[0]), shard_rows(tmp_path / "ray")
     assert set(there) == set(here)

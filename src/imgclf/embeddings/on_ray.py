@@ -78,9 +78,9 @@ def connect(address: str) -> ModuleType:
     # imgclf shows its own progress; Ray Data would also warn that its own bars are off.
     logging.getLogger("ray").setLevel(logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.ERROR)
+    if address not in ("local", "auto"):
+        _check_reachable(address)  # also when joined already: a dead address must not pass unnoticed
     if not ray.is_initialized():
-        if address not in ("local", "auto"):
-            _check_reachable(address)
         quiet = {"configure_logging": False, "log_to_driver": False}
         try:
             if address == "local":
