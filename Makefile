@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python benchmarks/real_photo_levers.py --backbones efficientnet_lite0 --per-class 25
 	$(BIN)/python benchmarks/fine_tune_variants.py
 	$(BIN)/python benchmarks/scale_out.py
+	$(BIN)/python benchmarks/scale_parts.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache
