@@ -275,8 +275,8 @@ def load_dataset(
 def labelled_images(root: str | Path) -> tuple[list[tuple[Path | str, str, str | None]], list[str]]:
     """Every usable image of a data folder or manifest with its class, and its split when
     the data gives one (``train/``, ``val/``, ``test/`` folders or a split column); and the
-    warnings about what was left out (skipped manifest rows). A manifest's remote images
-    are given by their URI, not copied: the bulk pass reads them where it runs.
+    warnings about what was left out (skipped manifest rows, missing files). A manifest's
+    remote images are given by their URI, not copied: the bulk pass reads them where it runs.
 
     Example
     -------
