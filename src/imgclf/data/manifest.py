@@ -3,8 +3,9 @@
 Columns: ``path`` (or ``uri``) and ``label``, optionally ``split`` (train, val or validation,
 test, or empty); other columns are ignored. A path is relative to the manifest's folder or
 absolute; a URI is ``file://`` or one that pyarrow's filesystems read (``s3://``, ``gs://``,
-``hdfs://``, ...: see ``remote.py``), whose images ``fetch_remote`` copies to local files before
-they are read. When any row names a split, the manifest is pre-split like
+``hdfs://``, ...: see ``remote.py``), whose images ``fetch_remote`` copies to local files for
+the dataset and the doctor (the bulk passes read them themselves). When any row names a
+split, the manifest is pre-split like
 ``train/ val/ test/`` folders (rows with an empty split train); otherwise every row is split by
 ``--val-split``/``--test-split`` as a folder of class subfolders is.
 
