@@ -17,8 +17,8 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import DataError
@@ -157,24 +157,25 @@ def fetch_all(uris: Sequence[str], folder: Path | None = None) -> dict[str, tupl
         return dict(zip(uris, pool.map(one, uris)))
 
 
-@contextmanager
-def temporary_copies(sources: Sequence[str | Path]) -> Iterator[dict[str, tuple[Path | None, str | None]]]:
-    """The remote URIs among ``sources`` copied into a temporary folder that lives as long as
-    the ``with`` block: ``fetch_all``'s answer (``{}`` when all are local). For passes that
-    read each image once (``embed``, ``predict --output``): a bucket never fills the disk.
+def copied_slices(sources: Sequence[Any]) -> Iterator[tuple[slice, dict[str, tuple[Path | None, str | None]]]]:
+    """``sources`` in slices, with the remote URIs of each slice copied into a temporary folder
+    that lives until the next slice is asked for: ``(slice, fetch_all's answer)``. All local
+    (or not paths at all: arrays): one slice and no copies. For passes that read each image
+    once (``embed``, ``predict``): a bucket never fills the disk.
 
     Example
     -------
-    >>> with temporary_copies(["s3://bucket/cat/1.jpg", "dog.jpg"]) as copies:  # doctest: +SKIP
+    >>> for part, copies in copied_slices(["s3://bucket/cat/1.jpg", "dog.jpg"]):  # doctest: +SKIP
     ...     copies["s3://bucket/cat/1.jpg"][0].read_bytes()[:2]
     b'\xff\xd8'
     """
-    remote = [s for s in sources if is_remote(s)]
-    if not remote:
-        yield {}
+    if not any(is_remote(s) for s in sources):
+        yield slice(0, len(sources)), {}
         return
-    with tempfile.TemporaryDirectory(prefix="imgclf-fetch-") as folder:
-        yield fetch_all(remote, Path(folder))  # type: ignore[arg-type]
+    for start in range(0, len(sources), SLICE):
+        part = slice(start, start + SLICE)
+        with tempfile.TemporaryDirectory(prefix="imgclf-fetch-") as folder:
+            yield part, fetch_all([s for s in sources[part] if is_remote(s)], Path(folder))
 
 
 def _reason(exc: BaseException) -> str:

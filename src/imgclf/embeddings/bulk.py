@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..data.batches import decoded_batches
-from ..data.remote import SLICE, is_remote, temporary_copies
+from ..data.remote import copied_slices
 from ..fileio import digest_files
 from .shards import ROWS_PER_SHARD, ShardRows, pyarrow, write_shard
 
@@ -127,57 +127,35 @@ def embed_rows(
     -------
     >>> tables = embed_rows(items, litert_extractor(fx, key), 1280, key, 224, WHITE, "squash", set())  # doctest: +SKIP
     """
-    args = (embed, dim, key, size, background, resize, done, batch_size, workers, node)
-    if not any(is_remote(i.path) for i in items):
-        yield from _embed_files(items, {}, *args)
-        return
-    for start in range(0, len(items), SLICE):
-        part = items[start : start + SLICE]
-        with temporary_copies([i.path for i in part]) as copies:
-            yield from _embed_files(part, copies, *args)
-
-
-def _embed_files(
-    items: Sequence[Item],
-    fetched: dict[str, tuple[Path | None, str | None]],
-    embed: Callable[[np.ndarray], np.ndarray],
-    dim: int,
-    key: str,
-    size: int,
-    background: tuple[int, int, int],
-    resize: str,
-    done: set[bytes],
-    batch_size: int,
-    workers: int | None,
-    node: str,
-) -> Iterator[Any]:
-    """``embed_rows`` on files here: ``fetched`` gives the local copies of remote items."""
-    local = {i.path: fetched[i.path][0] if i.path in fetched else Path(i.path) for i in items}
-    digested = digest_files([p for p in local.values() if p is not None], workers)
-    rows = ShardRows()
-    todo: list[Item] = []
-    for item in items:
-        path = local[item.path]
-        digest, problem = digested[path] if path is not None else (None, fetched[item.path][1])
-        if problem:
-            rows.add(None, None, key, item.path, item.label, item.split, problem, node)
-        elif bytes.fromhex(digest) in done:
-            rows.add(digest, None, key, item.path, item.label, item.split, None, node)
-        else:
-            todo.append(item)
-    yield rows.table(dim)
-    for batch in decoded_batches(
-        [local[i.path] for i in todo], size, batch_size, background, workers, digest=True, resize=resize
-    ):
+    # Remote items are copied a slice at a time (all local: one slice, nothing copied).
+    for where, copies in copied_slices([i.path for i in items]):
+        part = items[where]
+        local = {i.path: copies[i.path][0] if i.path in copies else Path(i.path) for i in part}
+        digested = digest_files([p for p in local.values() if p is not None], workers)
         rows = ShardRows()
-        vectors = embed(batch.images) if batch.indices else []
-        for i, vector in zip(batch.indices, vectors):
-            item = todo[i]
-            rows.add(batch.digests[i], np.asarray(vector, np.float32), key, item.path, item.label, item.split, None, node)
-        for i, problem in batch.errors.items():
-            item = todo[i]
-            rows.add(batch.digests.get(i), None, key, item.path, item.label, item.split, problem, node)
+        todo: list[Item] = []
+        for item in part:
+            path = local[item.path]
+            digest, problem = digested[path] if path is not None else (None, copies[item.path][1])
+            if problem:
+                rows.add(None, None, key, item.path, item.label, item.split, problem, node)
+            elif bytes.fromhex(digest) in done:
+                rows.add(digest, None, key, item.path, item.label, item.split, None, node)
+            else:
+                todo.append(item)
         yield rows.table(dim)
+        for batch in decoded_batches(
+            [local[i.path] for i in todo], size, batch_size, background, workers, digest=True, resize=resize
+        ):
+            rows = ShardRows()
+            vectors = embed(batch.images) if batch.indices else []
+            for i, vector in zip(batch.indices, vectors):
+                item = todo[i]
+                rows.add(batch.digests[i], np.asarray(vector, np.float32), key, item.path, item.label, item.split, None, node)
+            for i, problem in batch.errors.items():
+                item = todo[i]
+                rows.add(batch.digests.get(i), None, key, item.path, item.label, item.split, problem, node)
+            yield rows.table(dim)
 
 
 def embed_here(

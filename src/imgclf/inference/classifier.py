@@ -14,7 +14,7 @@ from ..data.color import WHITE
 from ..data.dataset import find_images, load_dataset
 from ..data.decode import SQUASH
 from ..data.manifest import is_manifest, read_manifest
-from ..data.remote import SLICE, is_remote, temporary_copies
+from ..data.remote import copied_slices, is_remote
 from ..errors import ModelError, UsageError
 from ..evaluation.metrics import compute_metrics
 from ..litert.interpreter import Normalization
@@ -240,8 +240,8 @@ class Classifier:
         if top_k < 1:
             raise UsageError(f"--top-k {top_k}: must be >= 1")
         if any(is_remote(i) for i in images):
-            return [row for start in range(0, len(images), SLICE) for row in self._predict_copies(
-                images[start : start + SLICE], top_k, batch_size)]
+            slices = copied_slices(images)
+            return [row for part, copies in slices for row in self._predict_copies(images[part], copies, top_k, batch_size)]
         probs, errors = self.predict_proba(images, batch_size)
         out = []
         for i, item in enumerate(images):
@@ -256,12 +256,14 @@ class Classifier:
             out.append(entry)
         return out
 
-    def _predict_copies(self, images: Sequence[Any], top_k: int, batch_size: int) -> list[dict[str, Any]]:
-        """``predict`` of images some of which are remote URIs; rows name the URI."""
-        with temporary_copies(images) as copies:
-            local = [copies[i][0] if is_remote(i) else i for i in images]
-            readable = [j for j, p in enumerate(local) if p is not None]
-            rows = self.predict([local[j] for j in readable], top_k, batch_size)
+    def _predict_copies(
+        self, images: Sequence[Any], copies: dict[str, Any], top_k: int, batch_size: int
+    ) -> list[dict[str, Any]]:
+        """``predict`` of images some of which are remote URIs (``copies``: their local copies,
+        from ``copied_slices``); rows name the URI."""
+        local = [copies[i][0] if is_remote(i) else i for i in images]
+        readable = [j for j, p in enumerate(local) if p is not None]
+        rows = self.predict([local[j] for j in readable], top_k, batch_size)
         out: list[dict[str, Any]] = [{"path": i, "error": copies[i][1]} if is_remote(i) else {} for i in images]
         for j, row in zip(readable, rows):
             out[j] = {**row, "path": images[j]} if is_remote(images[j]) else row
