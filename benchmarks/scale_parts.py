@@ -14,7 +14,10 @@ Rows (each the median of ``--repeats`` timings, in one process, after one warm-u
 - ``shard sink``: ``ShardSink`` fed 100 tables of 32 random 1280-d rows (fsync included):
   the driver's ceiling in a Ray job;
 - ``head epoch``: one epoch of the Dropout + Dense head on 100,000 random 1280-d vectors,
-  batch 32.
+  batch 32;
+- ``doctor``: ``check_dataset`` over the same two sets, reading every file (hash + header +
+  a reduced decode: what ``train`` does on the head) and from the set's embedding shards
+  (a stat per file: what ``train --embeddings`` does), on the thread pool ``train`` uses.
 
 Writes ``benchmarks/results/scale_parts.json`` and the "Scale parts" section of BENCHMARKS.md.
 """
@@ -137,6 +140,27 @@ def head_row(repeats: int) -> dict:
     return {"part": "head epoch", "input": "100,000 vectors of 1280, batch 32", "seconds": seconds}
 
 
+def doctor_rows(repeats: int) -> list[dict]:
+    from imgclf.api import embed
+    from imgclf.data.doctor import check_dataset
+    from imgclf.embeddings.shards import shard_index
+    from imgclf.progress import Reporter
+
+    sets = {"28 px PNG (Fashion-MNIST)": dataset(100) / "train"}
+    if any(CAMERA.glob("*/*.jpg")):
+        sets["12 MP JPEG (camera set)"] = CAMERA
+    rows = []
+    for name, folder in sets.items():
+        with tempfile.TemporaryDirectory() as shards:
+            embed(folder, out=shards, reporter=Reporter(quiet=True))
+            known = shard_index(Path(shards), print).lookup
+            files = check_dataset(folder).files_scanned
+            for how, lookup in [("reading every file", None), ("from the shards (stat only)", known)]:
+                seconds = median_seconds(lambda lookup=lookup, folder=folder: check_dataset(folder, known=lookup), repeats)
+                rows.append({"part": f"doctor, {how}", "input": name, "images": files, "ms_per_image": 1000 * seconds / files})
+    return rows
+
+
 def markdown(result: dict) -> str:
     lines = [
         "## Scale parts: what one image costs, part by part",
@@ -148,7 +172,7 @@ def markdown(result: dict) -> str:
         "| part | input | images | ms per image | core-ms per image |",
         "|---|---|---|---|---|",
     ]
-    for row in result["decode"] + result["backbone"]:
+    for row in result["decode"] + result["backbone"] + result.get("doctor", []):
         core = row.get("core_ms_per_image", row["ms_per_image"])
         lines.append(f"| {row['part']} | {row['input']} | {row['images']} | {row['ms_per_image']:.2f} | {core:.2f} |")
     sink, head = result["sink"], result["head"]
@@ -171,6 +195,7 @@ def main() -> None:
         "backbone": backbone_rows(opts.repeats),
         "sink": sink_row(opts.repeats),
         "head": head_row(opts.repeats),
+        "doctor": doctor_rows(opts.repeats),
     }
     (RESULTS / "scale_parts.json").write_text(json.dumps(result, indent=2) + "\n")
     section = markdown(result)

@@ -73,18 +73,55 @@ def test_shard_embeddings_are_the_local_cache_s(sample_shards, trained_run):
     assert max(float(np.abs(cached[d] - v).max()) for d, v in zip(digests, vectors)) < 1e-5
 
 
-def test_a_rerun_embeds_nothing_and_a_new_image_only_it(sample_shards, tmp_path):
+def _count_reads(monkeypatch):
+    """The files ``embed`` reads (hashes or decodes), as a list that grows."""
+    from imgclf.embeddings import bulk
+
+    read = []
+    digest_files, decoded_batches = bulk.digest_files, bulk.decoded_batches
+
+    def counting_digests(paths, *args, **kwargs):
+        read.extend(paths)
+        return digest_files(paths, *args, **kwargs)
+
+    def counting_decodes(sources, *args, **kwargs):
+        read.extend(sources)
+        return decoded_batches(sources, *args, **kwargs)
+
+    monkeypatch.setattr(bulk, "digest_files", counting_digests)
+    monkeypatch.setattr(bulk, "decoded_batches", counting_decodes)
+    return read
+
+
+def test_a_rerun_reads_nothing_and_a_new_image_only_it(sample_shards, tmp_path, monkeypatch):
     out = tmp_path / "shards"
     shutil.copytree(sample_shards[0], out)
+    read = _count_reads(monkeypatch)
+    again = embed(SAMPLE, out=str(out), reporter=QUIET)
+    assert (again.embedded, again.skipped, again.shards, read) == (0, 600, [], [])
+    # The same bytes under new paths: nothing embedded, but a row per file (without an
+    # embedding) so that the next run knows them unread too.
     data = tmp_path / "data"
     shutil.copytree(SAMPLE, data)
-    again = embed(data, out=str(out), reporter=QUIET)
-    assert (again.embedded, again.skipped, again.shards) == (0, 600, [])
+    copied = embed(data, out=str(out), reporter=QUIET)
+    assert (copied.embedded, copied.skipped, len(copied.shards), len(read)) == (0, 600, 1, 600)
+    assert read_shards(out).column("embedding").null_count == 600
+    read.clear()
+    assert (embed(data, out=str(out), reporter=QUIET).shards, read) == ([], [])
     make_image(data / "train" / "bag" / "new.png", (10, 200, 30))
     shutil.copy(data / "train" / "bag" / "new.png", data / "test" / "bag" / "same_bytes.png")
     more = embed(data, out=str(out), reporter=QUIET)
     assert (more.embedded, more.skipped, len(more.shards)) == (1, 601, 1)  # one content, once
-    assert read_shards(out).num_rows == 601
+    # Only the two new files are read (each hashed, then decoded: they came in one batch).
+    new_files = [str(data / "train" / "bag" / "new.png"), str(data / "test" / "bag" / "same_bytes.png")]
+    assert sorted(map(str, read)) == sorted(new_files * 2)
+    table = read_shards(out)
+    assert table.num_rows == 1202 and table.column("embedding").null_count == 601
+    # A file rewritten in place (same path, new bytes) is read and embedded again.
+    read.clear()
+    make_image(data / "train" / "bag" / "new.png", (200, 10, 30), seed=5)
+    changed = embed(data, out=str(out), reporter=QUIET)
+    assert (changed.embedded, changed.skipped) == (1, 601) and len(read) == 2
 
 
 def test_unreadable_images_become_error_rows_and_are_not_retried(tmp_path):
@@ -200,3 +237,56 @@ def test_a_ray_address_where_nothing_listens_is_one_line_within_seconds(tmp_path
     assert time.monotonic() - started < 60 and not (tmp_path / "s").exists()
     assert main(["predict", str(SAMPLE), str(SAMPLE), "--output", str(tmp_path / "p.csv"), "--ray", "nowhere"]) == 2
     assert "--ray nowhere: give local, auto or HOST:PORT" in capsys.readouterr().err
+
+
+def _doctor_reads(monkeypatch):
+    """The files the doctor reads (hashes or decodes), as a list that grows."""
+    from imgclf.data import doctor
+
+    read = []
+    content_digest, inspect_image = doctor.content_digest, doctor.inspect_image
+
+    def counting_digest(path):
+        read.append(path)
+        return content_digest(path)
+
+    monkeypatch.setattr(doctor, "content_digest", counting_digest)
+    monkeypatch.setattr(doctor, "inspect_image", lambda path: (read.append(path), inspect_image(path))[1])
+    return read
+
+
+def test_the_doctor_learns_from_the_shards_what_it_learns_from_the_files(hostile_folder, tmp_path, monkeypatch):
+    """Every hostile file: the report from the shards is the report from reading them, and
+    only files the shards could not hold (unreadable ones) are read."""
+    from imgclf.data.doctor import check_dataset
+    from imgclf.embeddings.shards import shard_index
+
+    out = tmp_path / "shards"
+    embed(hostile_folder, out=str(out), reporter=QUIET)
+    read = _doctor_reads(monkeypatch)
+    from_files = check_dataset(hostile_folder).to_dict()
+    everything = len(read)
+    read.clear()
+    from_shards = check_dataset(hostile_folder, known=shard_index(out, print).lookup).to_dict()
+    assert everything > 40 and {p.name for p in read} <= {"gone.jpg", "locked.png"}
+    del from_files["seconds"], from_shards["seconds"]
+    assert from_shards == from_files
+    # A file rewritten since it was embedded is read again: here with another class's bytes.
+    target = hostile_folder / "red" / "good 03.png"
+    target.write_bytes((hostile_folder / "green" / "good 00.png").read_bytes())
+    read.clear()
+    changed = check_dataset(hostile_folder, known=shard_index(out, print).lookup)
+    assert target in read
+    conflict = next(p for p in changed.problems if p.kind == "duplicate_across_classes")
+    assert any("red/good 03.png" in paths for paths in conflict.paths)
+
+
+def test_train_from_shards_reads_only_the_images_it_shows(sample_shards, trained_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGCLF_CACHE", str(tmp_path / "empty-cache"))
+    read = _doctor_reads(monkeypatch)
+    result = imgclf.train(SAMPLE, out=str(tmp_path / "run"), embeddings=str(sample_shards[0]), reporter=QUIET)
+    assert read == []
+    local = json.loads((trained_run.run_dir / "check.json").read_text())
+    here = json.loads((result.run_dir / "check.json").read_text())
+    del local["seconds"], here["seconds"]
+    assert here == local

@@ -78,10 +78,10 @@ def embed(
     """
     from .. import backbones
     from ..data.dataset import labelled_images
-    from ..embeddings.bulk import Item, ShardSink, timed
+    from ..embeddings.bulk import Item, ShardSink, timed, unchanged
     from ..embeddings.embed import embedding_key
     from ..embeddings.on_ray import connect, require_ray
-    from ..embeddings.shards import done_digests, pyarrow
+    from ..embeddings.shards import done_digests, pyarrow, shard_index
     from ..fileio import remove_leftovers, try_lock, unwritable_folder
     from ..progress import Reporter
     from ..training.fit import keras_seed
@@ -117,15 +117,22 @@ def embed(
         raise UsageError(f"--out {out}: another imgclf embed is writing there; wait for it or choose another folder")
     try:
         remove_leftovers(out)  # a killed run's half-written shard: never read, now deleted
-        sink = ShardSink(out, done_digests(out, key, reporter.warn), config.rows_per_shard)
+        index = shard_index(out, reporter.warn)
+        sink = ShardSink(out, done_digests(out, key, reporter.warn), config.rows_per_shard, set(index.files))
+        # Files the shards hold as they are now are skipped unread: a rerun costs a stat each.
+        held = unchanged(items, index, sink.done)
+        del index
+        todo = [item for item, skip in zip(items, held) if not skip]
+        sink.result.skipped = len(items) - len(todo)
         keras_seed(train.seed)
         features = backbones.feature_extractor(backbone.build(size, train.weights), backbone.preprocessing(), size)
         dim = int(features.output_shape[-1])
         where = f"on Ray ({config.ray})" if config.ray else "here"
-        reporter.info(f"{len(items)} images, {len(sink.done)} already in {out}; embedding {where}")
+        reporter.info(f"{len(items)} images, {len(items) - len(todo)} already in {out}; embedding {where}")
         try:
             with reporter.bar(f"embedding ({backbone.name})", len(items)) as advance:
-                _run(config, items, features, dim, key, engine_key, size, train, sink, advance, reporter)
+                advance(len(items) - len(todo))
+                _run(config, todo, features, dim, key, engine_key, size, train, sink, advance, reporter)
         finally:
             result = timed(sink, started)
     finally:

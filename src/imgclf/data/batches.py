@@ -19,7 +19,7 @@ import numpy as np
 
 from ..fileio import default_workers
 from .color import WHITE
-from .decode import SQUASH, DecodeError, decode_image
+from .decode import SQUASH, DecodeError, ImageInfo, decode_image, decode_with_info
 
 
 @dataclass
@@ -30,8 +30,10 @@ class Batch:
     images: np.ndarray  # (len(indices), size, size, 3) uint8
     errors: dict[int, str]  # input index -> reason
     size: int  # how many inputs this batch covered (decoded + failed)
-    # With ``digest=True``: SHA-256 of the bytes decoded (or read, for an image that failed to decode).
+    # With ``digest=True``: SHA-256 of the bytes decoded (or read, for an image that failed to
+    # decode), and what the doctor learns of each decoded file (``inspect_image``).
     digests: dict[int, str] = field(default_factory=dict)
+    infos: dict[int, ImageInfo] = field(default_factory=dict)
 
 
 Source = Path | np.ndarray
@@ -52,7 +54,7 @@ def read_capped(path: Path) -> bytes:
 
 def _decode(
     source: Source, size: int, background: tuple[int, int, int], digest: bool = False, resize: str = SQUASH
-) -> tuple[np.ndarray | None, str | None, str | None]:
+) -> tuple[np.ndarray | None, str | None, str | None, ImageInfo | None]:
     hexdigest = None
     try:
         if digest and not isinstance(source, np.ndarray):
@@ -60,12 +62,13 @@ def _decode(
             # never have its new pixels stored under its old content's hash.
             data = read_capped(source)
             hexdigest = hashlib.sha256(data).hexdigest()
-            return decode_image(data, size, background, resize=resize), None, hexdigest
-        return decode_image(source, size, background, resize=resize), None, None
+            pixels, info = decode_with_info(data, size, background, resize=resize)
+            return pixels, None, hexdigest, info
+        return decode_image(source, size, background, resize=resize), None, None, None
     except DecodeError as exc:
-        return None, str(exc), hexdigest
+        return None, str(exc), hexdigest, None
     except OSError as exc:
-        return None, f"cannot read: {exc.strerror or exc}", None
+        return None, f"cannot read: {exc.strerror or exc}", None, None
 
 
 def decoded_batches(
@@ -80,7 +83,8 @@ def decoded_batches(
 ) -> Iterator[Batch]:
     """Yield ``Batch``es of decoded, resized images (files or uint8 arrays) in input order;
     failures are reported, not raised. ``digest=True`` also gives the SHA-256 of each file
-    as it was decoded (``Batch.digests``); ``resize`` is ``decode_image``'s.
+    as it was decoded (``Batch.digests``) and its ``ImageInfo`` (``Batch.infos``); ``resize``
+    is ``decode_image``'s.
 
     Example
     -------
@@ -101,11 +105,12 @@ def decoded_batches(
             chunk, futures = pending.popleft()
             refill()
             results = [f.result() for f in futures]
-            good = [(i, arr) for i, (arr, _, _) in zip(chunk, results) if arr is not None]
-            errors = {i: err for i, (_, err, _) in zip(chunk, results) if err is not None}
-            digests = {i: d for i, (_, _, d) in zip(chunk, results) if d is not None}
+            good = [(i, arr) for i, (arr, _, _, _) in zip(chunk, results) if arr is not None]
+            errors = {i: err for i, (_, err, _, _) in zip(chunk, results) if err is not None}
+            digests = {i: d for i, (_, _, d, _) in zip(chunk, results) if d is not None}
+            infos = {i: info for i, (_, _, _, info) in zip(chunk, results) if info is not None}
             images = np.stack([a for _, a in good]) if good else np.zeros((0, size, size, 3), np.uint8)
-            yield Batch([i for i, _ in good], images, errors, len(chunk), digests)
+            yield Batch([i for i, _ in good], images, errors, len(chunk), digests, infos)
 
 
 def run_batches(

@@ -169,7 +169,29 @@ def decode_image(
     >>> decode_image("cat.jpg", size=224).shape  # doctest: +SKIP
     (224, 224, 3)
     """
+    return decode_with_info(source, size, background, max_pixels=max_pixels, formats=formats, resize=resize)[0]
+
+
+def decode_with_info(
+    source: str | Path | bytes | np.ndarray,
+    size: int | None = None,
+    background: tuple[int, int, int] = WHITE,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    formats: tuple[str, ...] | None = None,
+    resize: str = SQUASH,
+) -> tuple[np.ndarray, ImageInfo]:
+    """``decode_image``'s pixels and the ``ImageInfo`` that ``inspect_image`` would give, from
+    one decode: what the embedding pass records so that the doctor need not open the file again.
+
+    Example
+    -------
+    >>> pixels, info = decode_with_info("cat.jpg", 224)  # doctest: +SKIP
+    >>> pixels.shape, info.width, info.exif_rotated  # doctest: +SKIP
+    ((224, 224, 3), 3024, True)
+    """
     with _opened(source, max_pixels, formats) as img:
+        info = _info(img)  # before draft(), which changes the size and mode
         if size and img.format == "JPEG":
             img.draft("RGB", (size, size))  # decode at a reduced scale that is still >= size
         img.seek(0)
@@ -184,7 +206,7 @@ def decode_image(
         img = _to_rgb(img, background)
     if size and img.size != (size, size):
         img = _square(img, size, resize)
-    return np.asarray(img, dtype=np.uint8)
+    return np.asarray(img, dtype=np.uint8), info
 
 
 def _square(img: Image.Image, size: int, resize: str) -> Image.Image:
@@ -251,11 +273,17 @@ def inspect_image(path: str | Path) -> ImageInfo:
     ImageInfo(width=3024, height=4032, mode='RGB', format='JPEG', exif_rotated=True)
     """
     with _opened(path) as img:
-        width, height, mode, fmt = img.width, img.height, img.mode, img.format or "?"
-        orientation = img.getexif().get(0x0112, 1)
-        if fmt == "JPEG":
+        info = _info(img)
+        if info.format == "JPEG":
             img.draft(img.mode, (64, 64))  # integrity check at a fraction of the decoding cost
         img.load()
+    return info
+
+
+def _info(img: Image.Image) -> ImageInfo:
+    """An opened image's ``ImageInfo``, from its header (before any draft or transpose)."""
+    orientation = img.getexif().get(0x0112, 1)
+    width, height = img.width, img.height
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: displayed width and height swap
         width, height = height, width
-    return ImageInfo(width, height, mode, fmt, orientation not in (1, None))
+    return ImageInfo(width, height, img.mode, img.format or "?", orientation not in (1, None))

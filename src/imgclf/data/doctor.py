@@ -10,6 +10,10 @@ intact. The report holds statistics and problems, each with a severity and the p
   32 px on a side, extreme aspect ratios, exact duplicates within a class, across classes
   (conflicting labels) or across train/val/test folders (leakage), empty class folders,
   class folders whose names differ only in case.
+
+A file that a record of an earlier read (``known``: the embedding shards of ``train
+--embeddings``) holds with the same path, size and modification time is not read again:
+its hash and header come from that record.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,18 +118,28 @@ def _walk(folder: Path, split: str, label: str, ignored: list[dict[str, str]]) -
     return records
 
 
-def _inspect(record: FileRecord) -> FileRecord:
+# What a record of an earlier read says of a file still as it was (same path, size and
+# modification time): ``(hex digest, info, None)`` or ``(hex digest, None, reason unusable)``,
+# or None when the file must be read. ``embeddings.shards.ShardIndex.lookup`` is one.
+Known = Callable[[str, int, int], "tuple[str, ImageInfo | None, str | None] | None"]
+
+
+def _inspect(record: FileRecord, known: Known | None = None) -> FileRecord:
     path = record.path
     try:
-        record.size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:
         record.error = f"cannot read: {exc.strerror or exc}"
         return record
+    record.size = st.st_size
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         record.error = "not an image file (extension)"
         return record
     if record.size == 0:
         record.error = "empty file (0 bytes)"
+        return record
+    if known and (facts := known(os.path.abspath(path), st.st_size, st.st_mtime_ns)):
+        record.digest, record.info, record.error = facts
         return record
     try:
         record.digest = content_digest(path)
@@ -136,8 +151,9 @@ def _inspect(record: FileRecord) -> FileRecord:
     return record
 
 
-def check_dataset(root: str | Path, workers: int | None = None) -> CheckReport:
-    """Inspect every file of a data folder and report statistics and problems.
+def check_dataset(root: str | Path, workers: int | None = None, known: Known | None = None) -> CheckReport:
+    """Inspect every file of a data folder and report statistics and problems. Files that
+    ``known`` knows as they are now (``train --embeddings``: the shards) are not read.
 
     Example
     -------
@@ -159,7 +175,7 @@ def check_dataset(root: str | Path, workers: int | None = None) -> CheckReport:
     else:
         raise DataError(f"{root}: no such folder; pass the folder that holds one subfolder per class")
     with ThreadPoolExecutor(workers or default_workers()) as pool:
-        records = list(pool.map(_inspect, records))
+        records = list(pool.map(lambda r: _inspect(r, known), records))
     usable = [r for r in records if r.error is None]
     counts = {split: {c: 0 for c in classes} for split in splits}
     for r in usable:

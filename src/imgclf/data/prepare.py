@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..fileio import digest_files
 from .dataset import Dataset, load_dataset
-from .doctor import CheckReport, check_dataset
+from .doctor import CheckReport, Known, check_dataset
 
 Digests = dict[Path, tuple[str | None, str | None]]  # path -> (content digest, why unreadable)
 
@@ -21,11 +21,13 @@ def checked_split(
     seed: int,
     warn: Callable[[str], None],
     info: Callable[[str], None],
+    known: Known | None = None,
 ) -> tuple[Dataset, CheckReport, Digests]:
     """Run the doctor (fatal problems stop here with its own words), split the folder, and
     split again with content hashes as groups when some files are identical.
 
     Returns the dataset, the doctor's report (for ``check.json``) and every file's digest.
+    ``known`` is ``check_dataset``'s: files it knows are not read.
 
     Example
     -------
@@ -34,7 +36,7 @@ def checked_split(
     dataset = load_dataset(root, val_split, test_split, seed)
     for w in dataset.warnings:
         warn(w)
-    report = check_dataset(root)
+    report = check_dataset(root, known=known)
     fatal = [p.message for p in report.problems if p.severity == "fatal"]
     if fatal:
         raise DataError(f"{root}: " + "; ".join(fatal) + " (run `imgclf check` for details)")

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..data.batches import decoded_batches
-from ..data.remote import copied_slices
+from ..data.remote import copied_slices, is_remote
 from ..fileio import digest_files
-from .shards import ROWS_PER_SHARD, ShardRows, pyarrow, write_shard
+from .shards import ROWS_PER_SHARD, ShardIndex, ShardRows, pyarrow, write_shard
 
 # Files hashed (and looked up in the shards) at a time by the local pass: bounds its memory.
 _CHUNK = 4096
@@ -50,10 +50,13 @@ class BulkResult:
 
 
 class ShardSink:
-    """Rows in, whole shards of ``rows_per_shard`` rows out; each content is written once.
+    """Rows in, whole shards of ``rows_per_shard`` rows out; each content's embedding is
+    written once, and each file (path, size, time) once.
 
-    Rows whose content ``done`` holds are dropped and counted as skipped; ``close`` writes
-    what is left (also after Ctrl-C: every row it holds is whole).
+    A row whose content ``done`` already holds is kept without its embedding (it tells a
+    later run that file's content) and counted as skipped, unless ``known`` already holds
+    that file as it is: then it is dropped. ``close`` writes what is left (also after
+    Ctrl-C: every row it holds is whole).
 
     Example
     -------
@@ -61,9 +64,11 @@ class ShardSink:
     >>> sink.add(rows.table(1280)); sink.close()  # doctest: +SKIP
     """
 
-    def __init__(self, folder: Path, done: set[bytes], rows_per_shard: int = ROWS_PER_SHARD):
+    def __init__(self, folder: Path, done: set[bytes], rows_per_shard: int = ROWS_PER_SHARD,
+                 known: set[tuple[str, int, int]] | None = None):
         self.folder = Path(folder)
         self.done = done
+        self.known = known if known is not None else set()
         self.rows_per_shard = rows_per_shard
         self.result = BulkResult()
         self._pending: list[Any] = []
@@ -73,25 +78,34 @@ class ShardSink:
         """Take a shard-schema table; returns how many images it covered (for progress)."""
         pa = pyarrow("embedding shards")
         digests = table.column("sha256").to_pylist()
-        keep = []
-        for digest in digests:
-            new = digest is None or digest not in self.done
-            keep.append(new)
+        files = zip(table.column("path").to_pylist(), table.column("size").to_pylist(), table.column("mtime_ns").to_pylist())
+        new, keep = [], []
+        for digest, file in zip(digests, files):
+            held = digest is not None and digest in self.done
+            new.append(not held)
+            keep.append(not held or file not in self.known)
             if digest is not None:
                 self.done.add(digest)
-        self.result.skipped += keep.count(False)
-        table = table.filter(pa.array(keep, pa.bool_()))
-        if table.num_rows:
-            usable = table.column("embedding").is_valid().to_numpy(zero_copy_only=False)
+                self.known.add(file)
+        self.result.skipped += new.count(False)
+        fresh = table.filter(pa.array(new, pa.bool_()))
+        # Contents held already (also one embedded twice at once by two Ray actors): the row,
+        # without the embedding.
+        held = table.filter(pa.array([k and not n for k, n in zip(keep, new)], pa.bool_()))
+        held = held.set_column(1, "embedding", pa.nulls(held.num_rows, held.schema.field("embedding").type))
+        if fresh.num_rows:
+            usable = fresh.column("embedding").is_valid().to_numpy(zero_copy_only=False)
             self.result.embedded += int(usable.sum())
             self.result.failed += int((~usable).sum())
-            for node, ok in zip(table.column("node").to_pylist(), usable):
+            for node, ok in zip(fresh.column("node").to_pylist(), usable):
                 if ok:
                     self.result.nodes[node] = self.result.nodes.get(node, 0) + 1
-            self._pending.append(table)
-            self._rows += table.num_rows
-            if self._rows >= self.rows_per_shard:
-                self.flush()
+        for part in (fresh, held):
+            if part.num_rows:
+                self._pending.append(part)
+                self._rows += part.num_rows
+        if self._rows >= self.rows_per_shard:
+            self.flush()
         return len(digests)
 
     def flush(self) -> None:
@@ -131,16 +145,20 @@ def embed_rows(
     for where, copies in copied_slices([i.path for i in items]):
         part = items[where]
         local = {i.path: copies[i.path][0] if i.path in copies else Path(i.path) for i in part}
+        # Taken before the bytes are read: a file rewritten meanwhile then looks changed to a
+        # later run (and is read again) rather than unchanged with the old content's hash.
+        stats = {path: file_stat(path) for path in local.values() if path is not None}
         digested = digest_files([p for p in local.values() if p is not None], workers)
         rows = ShardRows()
         todo: list[Item] = []
         for item in part:
             path = local[item.path]
             digest, problem = digested[path] if path is not None else (None, copies[item.path][1])
+            stat = stats.get(path)
             if problem:
                 rows.add(None, None, key, item.path, item.label, item.split, problem, node)
             elif bytes.fromhex(digest) in done:
-                rows.add(digest, None, key, item.path, item.label, item.split, None, node)
+                rows.add(digest, None, key, item.path, item.label, item.split, None, node, stat)
             else:
                 todo.append(item)
         yield rows.table(dim)
@@ -151,11 +169,45 @@ def embed_rows(
             vectors = embed(batch.images) if batch.indices else []
             for i, vector in zip(batch.indices, vectors):
                 item = todo[i]
-                rows.add(batch.digests[i], np.asarray(vector, np.float32), key, item.path, item.label, item.split, None, node)
+                rows.add(
+                    batch.digests[i], np.asarray(vector, np.float32), key, item.path, item.label, item.split, None,
+                    node, stats[local[item.path]], batch.infos[i],
+                )
             for i, problem in batch.errors.items():
                 item = todo[i]
-                rows.add(batch.digests.get(i), None, key, item.path, item.label, item.split, problem, node)
+                digest = batch.digests.get(i)
+                rows.add(
+                    digest, None, key, item.path, item.label, item.split, problem, node,
+                    stats[local[item.path]] if digest else None,
+                )
             yield rows.table(dim)
+
+
+def file_stat(path: Path) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, None if it cannot be read. Example: ``file_stat(Path("a.png"))`` -> ``(1043, 17...)``."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def unchanged(items: Sequence[Item], index: ShardIndex, done: set[bytes]) -> list[bool]:
+    """Which ``items`` the shards hold as they are now (same path, size and modification time,
+    content in ``done``): a rerun skips them without reading them. Remote items are read
+    again (knowing them needs a listing of the bucket, not done yet).
+
+    Example
+    -------
+    >>> unchanged([Item("/data/cat/1.jpg")], shard_index(out, print), done)  # doctest: +SKIP
+    [True]
+    """
+    out = []
+    for item in items:
+        stat = None if is_remote(item.path) else file_stat(Path(item.path))
+        digest = stat and index.files.get((item.path, *stat))
+        out.append(digest is not None and digest in done)
+    return out
 
 
 def embed_here(

@@ -1,12 +1,20 @@
 """Embeddings as Parquet shards: what ``imgclf embed`` writes (locally or on a Ray cluster),
 and what ``imgclf cache import`` and ``train --embeddings`` read.
 
-One row per distinct image content (SHA-256 of the file's bytes, the local cache's key):
+One row per image file. The first file of each content (SHA-256 of its bytes, the local
+cache's key) holds the embedding; a file with the same bytes as one already held gets a row
+without one (``ShardIndex`` still knows its content from it):
 
     sha256     binary(32)                      null when the file could not be read
-    embedding  fixed_size_list<float32>[D]     null when the image could not be used
+    embedding  fixed_size_list<float32>[D]     null when not usable, or held by another row
     key        string                          ``embedding_key``: backbone, weights, size...
     path, label, split, error, node            strings (split/error null when none)
+    size, mtime_ns                             int64: the file as it was read (null: unknown)
+    width, height, mode, format, exif_rotated  ``ImageInfo`` of the decoded image (null: not decoded)
+
+The file columns let a later run know a file by its path, size and modification time
+without reading it (``ShardIndex``): ``train --embeddings`` runs the doctor's checks from
+them, and a rerun of ``embed`` skips the files it already did.
 
 Each shard is written whole under a temporary name and renamed into place (``atomic_path``),
 so a killed job leaves only whole shards, and a rerun skips the contents they hold.
@@ -24,12 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from ..data.decode import ImageInfo
 from ..errors import DataError, UsageError
 from ..fileio import atomic_path
 
 SHARD_GLOB = "part-*.parquet"
 ROWS_PER_SHARD = 4096
 _NAMES = ("sha256", "embedding", "key", "path", "label", "split", "error", "node")
+_FILE = ("size", "mtime_ns")
+_INFO = ("width", "height", "mode", "format", "exif_rotated")
 
 
 def pyarrow(option: str) -> ModuleType:
@@ -61,6 +72,12 @@ def shard_schema(dim: int) -> Any:
             ("sha256", pa.binary(32)),
             ("embedding", pa.list_(pa.float32(), dim)),
             *((name, pa.string()) for name in _NAMES[2:]),
+            *((name, pa.int64()) for name in _FILE),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("mode", pa.string()),
+            ("format", pa.string()),
+            ("exif_rotated", pa.bool_()),
         ]
     )
 
@@ -77,9 +94,13 @@ class ShardRows:
     split: list[str | None] = field(default_factory=list)
     error: list[str | None] = field(default_factory=list)
     node: list[str] = field(default_factory=list)
+    stat: list[tuple[int, int] | None] = field(default_factory=list)
+    info: list[ImageInfo | None] = field(default_factory=list)
 
     def add(self, digest: str | bytes | None, vector: np.ndarray | None, key: str, path: str,
-            label: str | None = None, split: str | None = None, error: str | None = None, node: str = "local") -> None:
+            label: str | None = None, split: str | None = None, error: str | None = None, node: str = "local",
+            stat: tuple[int, int] | None = None, info: ImageInfo | None = None) -> None:
+        """One row; ``stat`` is the file's ``(size, mtime_ns)`` taken before it was read."""
         self.sha256.append(bytes.fromhex(digest) if isinstance(digest, str) else digest)
         self.vectors.append(vector)
         self.key.append(key)
@@ -88,6 +109,8 @@ class ShardRows:
         self.split.append(split)
         self.error.append(error)
         self.node.append(node)
+        self.stat.append(stat)
+        self.info.append(info)
 
     def __len__(self) -> int:
         return len(self.path)
@@ -95,6 +118,7 @@ class ShardRows:
     def table(self, dim: int) -> Any:
         """These rows as an Arrow table of ``shard_schema(dim)``."""
         pa = pyarrow("embedding shards")
+        schema = shard_schema(dim)
         flat = np.zeros((len(self), dim), np.float32)
         valid = np.zeros(len(self), bool)
         for i, vec in enumerate(self.vectors):
@@ -104,7 +128,12 @@ class ShardRows:
         embedding = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(~valid))
         columns = [pa.array(self.sha256, pa.binary(32)), embedding]
         columns += [pa.array(getattr(self, name), pa.string()) for name in _NAMES[2:]]
-        return pa.Table.from_arrays(columns, schema=shard_schema(dim))
+        columns += [pa.array([s and s[i] for s in self.stat], pa.int64()) for i in range(len(_FILE))]
+        columns += [
+            pa.array([getattr(info, name) if info else None for info in self.info], schema.field(name).type)
+            for name in _INFO
+        ]
+        return pa.Table.from_arrays(columns, schema=schema)
 
 
 def write_shard(folder: Path, table: Any) -> Path:
@@ -129,14 +158,16 @@ def shard_files(folder: Path) -> list[Path]:
 
 
 def _batches(path: Path, columns: list[str], warn: Callable[[str], None]) -> Iterator[Any]:
-    """``path``'s record batches; a file that is not a shard is skipped with a warning."""
+    """``path``'s record batches; a file that is not a shard is skipped with a warning, a
+    shard without the file columns (written before they existed) silently."""
     pa = pyarrow("embedding shards")
     pq = importlib.import_module("pyarrow.parquet")
     try:
         with pq.ParquetFile(path) as f:
             missing = [c for c in columns if c not in f.schema_arrow.names]
-            if missing:
+            if missing and not set(missing) <= {*_FILE, *_INFO}:
                 warn(f"{path}: not an imgclf embedding shard (no column {missing[0]!r}); skipped")
+            if missing:
                 return
             yield from f.iter_batches(batch_size=8192, columns=columns)
     except (OSError, pa.ArrowException) as exc:
@@ -177,6 +208,61 @@ def done_digests(folder: Path, key: str, warn: Callable[[str], None]) -> set[byt
                 if digest is not None and row_key == key:
                     done.add(digest)
     return done
+
+
+@dataclass
+class ShardIndex:
+    """What a folder's shards know of the files they hold rows of, so that a file still as
+    it was read (same path, size and modification time) need not be read again: its content,
+    and that content's ``ImageInfo`` or the reason it could not be used.
+
+    Example
+    -------
+    >>> index = shard_index(Path("shards"), print)  # doctest: +SKIP
+    >>> index.lookup("/data/cat/1.jpg", 48213, 1732000000000000000)  # doctest: +SKIP
+    ('9f2c...', ImageInfo(width=640, height=480, mode='RGB', format='JPEG', exif_rotated=False), None)
+    """
+
+    files: dict[tuple[str, int, int], bytes] = field(default_factory=dict)  # (path, size, mtime_ns) -> sha256
+    infos: dict[bytes, ImageInfo] = field(default_factory=dict)
+    errors: dict[bytes, str] = field(default_factory=dict)
+
+    def lookup(self, path: str, size: int, mtime_ns: int) -> tuple[str, ImageInfo | None, str | None] | None:
+        """``(hex digest, info, None)`` or ``(hex digest, None, error)`` for a file the shards
+        know as it is now, else None (the file must be read)."""
+        digest = self.files.get((path, size, mtime_ns))
+        if digest is None:
+            return None
+        if digest in self.errors:
+            return digest.hex(), None, self.errors[digest]
+        info = self.infos.get(digest)
+        return (digest.hex(), info, None) if info else None
+
+
+def shard_index(folder: Path, warn: Callable[[str], None]) -> ShardIndex:
+    """The ``ShardIndex`` of ``folder``'s shards, read without their embeddings (at a million
+    files it holds a few hundred MB).
+
+    Example
+    -------
+    >>> len(shard_index(Path("shards"), print).files)  # doctest: +SKIP
+    600
+    """
+    index = ShardIndex()
+    columns = ["sha256", "path", "error", *_FILE, *_INFO]
+    for path in shard_files(folder):
+        for batch in _batches(path, columns, warn):
+            rows = zip(*(batch.column(c).to_pylist() for c in columns))
+            for digest, file, error, size, mtime, width, height, mode, fmt, rotated in rows:
+                if digest is None:
+                    continue  # a file that could not be read: read again
+                if size is not None and mtime is not None:
+                    index.files[(file, size, mtime)] = digest
+                if error is not None:
+                    index.errors[digest] = error
+                elif width is not None:
+                    index.infos[digest] = ImageInfo(width, height, mode, fmt, rotated)
+    return index
 
 
 def iter_embeddings(folder: Path, key: str, warn: Callable[[str], None]) -> Iterator[tuple[list[str], np.ndarray]]:
