@@ -202,3 +202,75 @@ def test_predict_reads_uris_and_answers_as_for_the_same_files(s3, trained_run, t
     written = predict_to_file(trained_run.run_dir, [str(manifest)], output=str(out), top_k=1, reporter=Reporter(quiet=True))
     assert (written.images, written.errors) == (len(uris), 0)
     assert [line.split(",")[0] for line in out.read_text().splitlines()[1:]] == uris
+
+
+def test_stat_all_lists_each_folder_once_and_gives_what_a_copy_keeps(s3, bucket, tmp_path):
+    uris = [f"s3://photos/{name}/{i}.png" for name in COLORS for i in range(6)] + ["s3://photos/red/missing.png"]
+    stats = remote.stat_all(uris)
+    assert stats["s3://photos/red/missing.png"] == "no such object"
+    copies = fetch_all(uris[:3], tmp_path)
+    for uri in uris[:3]:  # a copy keeps the object's size and time: what the shards record
+        st = copies[uri][0].stat()
+        assert stats[uri] == (st.st_size, st.st_mtime_ns)
+    assert all(isinstance(stats[u], tuple) for u in uris[:-1])
+
+
+def test_train_from_shards_copies_only_the_remote_images_it_shows(bucket, bucket_shards, tmp_path, monkeypatch):
+    """The doctor takes the bucket's images from the shards (a listing, no copy); the run
+    copies only the validation images its check and plots show, never a training image."""
+    import json
+
+    import imgclf
+
+    monkeypatch.setenv("IMGCLF_CACHE", str(tmp_path / "cache"))
+    copied = []
+    fetch = remote.fetch
+    monkeypatch.setattr(remote, "fetch", lambda uri, dest: (copied.append(uri), fetch(uri, dest))[1])
+    _, manifest = bucket
+    result = imgclf.train(
+        manifest, out=str(tmp_path / "run"), embeddings=str(bucket_shards[0]), val_split=0.34, test_split=0.0,
+        fine_tune="off", near_duplicate_threshold=1.0, reporter=Reporter(quiet=True),  # solid colours look alike
+    )
+    record = json.loads((result.run_dir / "config.json").read_text())
+    copies = tmp_path / "cache" / "remote" / "s3" / "photos"
+
+    def uri(path: str) -> str:
+        return "s3://photos/" + Path(path).relative_to(copies).as_posix()
+
+    val = {uri(p) for p, _ in record["splits"]["val"]}
+    train = {uri(p) for p, _ in record["splits"]["train"]}
+    assert len(val) == 6 and len(train) == 12
+    # The missing object is tried (its reason is read there); of the images, only validation ones.
+    assert set(copied) - {"s3://photos/red/missing.png"} <= val and len(set(copied) & val) == 6
+    assert not any((copies / u.removeprefix("s3://photos/")).exists() for u in train)
+    assert result.metrics["images_embedded"] == 0 and result.metrics["full_model_check"]["ok"]
+    # What the doctor said from the shards is what it says from the copies of every image.
+    from_shards = json.loads((result.run_dir / "check.json").read_text())
+    from_copies = check_dataset(manifest).to_dict()
+    del from_shards["seconds"], from_copies["seconds"]
+    assert from_shards == from_copies
+    # Exporting reads every image (int8 calibration and re-fit, parity): it copies the rest.
+    from imgclf.exports.exporter import _copy_remote_images
+    from imgclf.rundir import RunDir
+
+    _copy_remote_images(RunDir(result.run_dir).load(), Reporter(quiet=True))
+    assert all((copies / u.removeprefix("s3://photos/")).exists() for u in train)
+
+
+def test_an_embed_rerun_lists_the_bucket_and_copies_only_what_changed(s3, bucket, bucket_shards, tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "shards"
+    shutil.copytree(bucket_shards[0], out)
+    copied = []
+    fetch = remote.fetch
+    monkeypatch.setattr(remote, "fetch", lambda uri, dest: (copied.append(uri), fetch(uri, dest))[1])
+    again = embed(bucket[1], out=str(out), reporter=Reporter(quiet=True))
+    # Only the object that was missing is asked for again (a file that could not be read is retried).
+    assert (again.embedded, again.skipped, copied) == (0, 18, ["s3://photos/red/missing.png"])
+    copied.clear()
+    put(s3, "blue/0.png", make_image(tmp_path / "new.png", (0, 0, 0), seed=99).read_bytes())
+    changed = embed(bucket[1], out=str(out), reporter=Reporter(quiet=True))
+    assert (changed.embedded, changed.skipped) == (1, 17)
+    assert sorted(copied) == ["s3://photos/blue/0.png", "s3://photos/red/missing.png"]
+    put(s3, "blue/0.png", (bucket[0] / "local" / "blue" / "0.png").read_bytes())  # as the other tests know it

@@ -123,12 +123,29 @@ def _train_into(run: RunDir, config: TrainConfig, backbone, size, reporter, star
 
     embedded, features = _embed(config, backbone, size, dataset, digests, reporter, timing)
     if doctor is not None:
-        dataset = _final_split(config, dataset, digests, embedded, reporter)
+        dataset = _final_split(config, dataset, digests, embedded, reporter, doctor.remote)
         # The split is final: from here a killed run resumes with exactly this split.
         write_json(run.file(RunDir.CHECK), doctor.to_dict())
         run.write_record(make_record(config.to_dict(), backbone, size, "running", dataset, embedded.errors))
     vectors = _split_vectors(dataset, embedded)
-    return _fit_and_save(config, backbone, size, features, dataset, vectors, embedded, run, reporter, timing, started)
+    # Remote images the shards knew were not copied: copy those the run opens, as it opens them.
+    uncopied = bool(doctor and doctor.remote and doctor.remote.known)
+    opened = (lambda paths: _copy(config, paths, reporter)) if uncopied else (lambda paths: None)
+    if config.fine_tune != "off":
+        opened([p for name in ("train", "val") if name in vectors for p in vectors[name].paths])
+    return _fit_and_save(
+        config, backbone, size, features, dataset, vectors, embedded, run, reporter, timing, started, opened
+    )
+
+
+def _copy(config: TrainConfig, paths: list[Path], reporter: Reporter) -> None:
+    """Copy (or refresh) the local copies of a manifest's remote ``paths``, warning of failures."""
+    from ..data.manifest import fetch_paths
+
+    failed = fetch_paths(config.data, paths)
+    if failed:
+        first = "; ".join(f"{p}: {why}" for p, why in list(failed.items())[:3])
+        reporter.warn(f"could not copy {len(failed)} remote image(s) the run reads: {first}")
 
 
 def _dataset(config: TrainConfig, resumed: dict[str, Any] | None, run: RunDir, reporter: Reporter, known=None):
@@ -136,7 +153,10 @@ def _dataset(config: TrainConfig, resumed: dict[str, Any] | None, run: RunDir, r
     ``known``: ``checked_split``'s."""
     if resumed and resumed.get("splits"):
         reporter.info(f"resuming {run.path} with the split it recorded")
-        return RunRecord.checked(resumed, f"--resume {run.path}").dataset(), None, None
+        dataset = RunRecord.checked(resumed, f"--resume {run.path}").dataset()
+        # A run from shards copied only the remote images it opened: the embedding pass reads them all.
+        _copy(config, [p for split in dataset.splits.values() for p in split.paths], reporter)
+        return dataset, None, None
     return checked_split(
         config.data, config.val_split, config.test_split, config.seed, reporter.warn, reporter.info, known
     )
@@ -188,7 +208,7 @@ def _import_shards(config: TrainConfig, backbone, size: int, reporter: Reporter)
     return shard_index(folder, reporter.warn).lookup
 
 
-def _final_split(config: TrainConfig, dataset: Dataset, digests, embedded, reporter: Reporter) -> Dataset:
+def _final_split(config: TrainConfig, dataset: Dataset, digests, embedded, reporter: Reporter, remote) -> Dataset:
     """Near-identical images (resized or re-encoded copies a content hash misses) must not sit
     on both sides of the split either: group them and split again if any set straddles it."""
     from ..embeddings.analysis import near_duplicate_split_groups
@@ -200,7 +220,7 @@ def _final_split(config: TrainConfig, dataset: Dataset, digests, embedded, repor
         return dataset
     groups = {p: d for p, (d, _) in digests.items() if d} | near
     reporter.info(f"{len(set(near.values()))} set(s) of near-identical images kept on one side of the split")
-    return load_dataset(config.data, config.val_split, config.test_split, config.seed, groups=groups)
+    return load_dataset(config.data, config.val_split, config.test_split, config.seed, groups=groups, remote=remote)
 
 
 def _split_vectors(dataset: Dataset, embedded) -> dict:
@@ -227,11 +247,12 @@ def _split_vectors(dataset: Dataset, embedded) -> dict:
     return vectors
 
 
-def _fit_and_save(config, backbone, size, features, dataset, vectors, embedded, run, reporter, timing, started):
-    """Train, check the full model, and write the model, metrics, history, plots and report."""
+def _fit_and_save(config, backbone, size, features, dataset, vectors, embedded, run, reporter, timing, started, opened):
+    """Train, check the full model, and write the model, metrics, history, plots and report;
+    ``opened(paths)`` is called before images are read (to copy remote ones)."""
     from ..evaluation.outputs import write_evaluation
-    from ..evaluation.plots import plot_training_curves
-    from ..evaluation.report import build_report
+    from ..evaluation.plots import grid_sample, plot_training_curves
+    from ..evaluation.report import build_report, images_shown
     from ..training.fit import fit, history_csv
 
     fitted = fit(config, backbone, features, vectors, len(dataset.classes), run, reporter)
@@ -241,6 +262,7 @@ def _fit_and_save(config, backbone, size, features, dataset, vectors, embedded, 
     report_split = "test" if "test" in fitted.probs else ("val" if "val" in fitted.probs else None)
     if report_split:
         shown = vectors[report_split]
+        opened(shown.paths[:8] + [shown.paths[i] for i in grid_sample(len(shown.paths))])
         metrics["full_model_check"] = _full_model_check(
             fitted.model, shown.paths[:8], fitted.probs[report_split][:8], config.background, config.resize
         )
@@ -260,6 +282,7 @@ def _fit_and_save(config, backbone, size, features, dataset, vectors, embedded, 
     run.write_metrics(metrics)
     run.write_record(make_record(config.to_dict(), backbone, size, "finished", dataset, embedded.errors))
     shutil.rmtree(run.checkpoints, ignore_errors=True)  # the run is complete: nothing to resume
+    opened(images_shown(run.path))
     build_report(run.path)
     return TrainResult(run.path, metrics, fitted.model, dataset.classes)
 

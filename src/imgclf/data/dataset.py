@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import DataError
 from ..text import name_problem, shown
 from .decode import IMAGE_EXTENSIONS
-from .manifest import ManifestRow, fetch_remote, is_manifest, read_manifest
+from .manifest import ManifestRow, RemoteRows, fetch_remote, is_manifest, read_manifest
 
 _VAL_ALIASES = ("val", "validation")
 
@@ -217,6 +217,7 @@ def load_dataset(
     test_split: float = 0.0,
     seed: int = 0,
     groups: dict[Path, str] | None = None,
+    remote: RemoteRows | None = None,
 ) -> Dataset:
     """Resolve a data folder into classes and stratified train/val/test splits.
 
@@ -226,6 +227,8 @@ def load_dataset(
     val_split, test_split : fractions of each class held out when the folder is not pre-split.
     seed : the same seed and files always give the same split.
     groups : optional path -> group id (e.g. content hash): a group is never split apart.
+    remote : for a manifest, ``fetch_remote``'s answer when the caller already has it (its
+        ``known`` rows are taken without a copy); else remote rows are copied here.
 
     Returns
     -------
@@ -242,7 +245,7 @@ def load_dataset(
         # Users' values are checked by TrainConfig; this guards direct calls.
         raise ValueError(f"val_split {val_split} and test_split {test_split} leave nothing to train on")
     if is_manifest(root):
-        return _manifest_dataset(root, val_split, test_split, seed, groups)
+        return _manifest_dataset(root, val_split, test_split, seed, groups, remote)
     if not root.exists():
         raise DataError(f"{root}: no such folder; pass the folder that holds one subfolder per class")
     if not root.is_dir():
@@ -305,20 +308,21 @@ def labelled_images(root: str | Path) -> tuple[list[tuple[Path | str, str, str |
 
 
 def _manifest_dataset(
-    source: Path, val_split: float, test_split: float, seed: int, groups: dict[Path, str] | None
+    source: Path, val_split: float, test_split: float, seed: int, groups: dict[Path, str] | None,
+    remote: RemoteRows | None = None,
 ) -> Dataset:
     """A manifest's rows as a Dataset; rows whose file is missing are skipped with a warning
     (the doctor lists them too), so a stale manifest still trains on what is there."""
     manifest = read_manifest(source)
     warnings = [f"skipped {s['path']}: {s['reason']}" for s in manifest.skipped]
-    unfetched = fetch_remote(manifest)
-    warnings += [f"skipped {shown(source.name)} row {row}: {reason}" for row, reason in unfetched.items()]
+    remote = remote or fetch_remote(manifest)
+    warnings += [f"skipped {shown(source.name)} row {row}: {reason}" for row, reason in remote.failed.items()]
     images: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
     missing = []
     for row in manifest.rows:
-        if row.row in unfetched:
+        if row.row in remote.failed:
             continue
-        if row.path.is_file():
+        if row.row in remote.known or row.path.is_file():  # known: listed in the bucket, copied if opened
             images[row.split][row.label].append(row.path)
         else:
             missing.append(row)

@@ -34,7 +34,7 @@ from ..fileio import content_digest, default_workers
 from ..text import name_problem, shown
 from .dataset import _is_hidden, _subfolders, resolve_layout, utf8_name
 from .decode import IMAGE_EXTENSIONS, DecodeError, ImageInfo, inspect_image
-from .manifest import fetch_remote, is_manifest, read_manifest
+from .manifest import Manifest, RemoteRows, fetch_remote, is_manifest, read_manifest
 
 MIN_SIDE = 32
 MAX_ASPECT = 5.0
@@ -60,6 +60,7 @@ class FileRecord:
     digest: str | None = None
     info: ImageInfo | None = None
     error: str | None = None
+    known: bool = False  # inspected already: from what a record of an earlier read knows
 
 
 @dataclass
@@ -81,6 +82,7 @@ class CheckReport:
         default_factory=list, repr=False
     )  # (path, split, class)
     digests: dict[str, str] = field(default_factory=dict, repr=False)  # path -> content digest
+    remote: RemoteRows | None = field(default=None, repr=False)  # a manifest's remote rows, as fetched
 
     @property
     def exit_code(self) -> int:
@@ -90,7 +92,7 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        del out["usable_images"], out["digests"]
+        del out["usable_images"], out["digests"], out["remote"]
         out["exit_code"] = self.exit_code
         return out
 
@@ -125,6 +127,8 @@ Known = Callable[[str, int, int], "tuple[str, ImageInfo | None, str | None] | No
 
 
 def _inspect(record: FileRecord, known: Known | None = None) -> FileRecord:
+    if record.known:
+        return record
     path = record.path
     try:
         st = path.stat()
@@ -151,9 +155,12 @@ def _inspect(record: FileRecord, known: Known | None = None) -> FileRecord:
     return record
 
 
-def check_dataset(root: str | Path, workers: int | None = None, known: Known | None = None) -> CheckReport:
+def check_dataset(
+    root: str | Path, workers: int | None = None, known: Known | None = None, remote: RemoteRows | None = None
+) -> CheckReport:
     """Inspect every file of a data folder and report statistics and problems. Files that
-    ``known`` knows as they are now (``train --embeddings``: the shards) are not read.
+    ``known`` knows as they are now (``train --embeddings``: the shards) are not read; for a
+    manifest, ``remote`` is ``fetch_remote``'s answer when the caller already has it.
 
     Example
     -------
@@ -166,7 +173,9 @@ def check_dataset(root: str | Path, workers: int | None = None, known: Known | N
     ignored: list[dict[str, str]] = []
     bad_names: list[Problem] = []
     if is_manifest(root):
-        layout, splits, records, classes = _collect_manifest(root, ignored)
+        manifest = read_manifest(root)
+        remote = remote or fetch_remote(manifest, known)
+        layout, splits, records, classes = _collect_manifest(manifest, ignored, remote)
         folders: dict[str, Path] = {}
     elif root.is_dir():
         layout, folders = resolve_layout(root)
@@ -203,6 +212,7 @@ def check_dataset(root: str | Path, workers: int | None = None, known: Known | N
         round(time.perf_counter() - started, 3),
         [(str(r.path), r.split, r.label) for r in usable],
         {str(r.path): r.digest for r in usable},
+        remote,
     )
 
 
@@ -229,13 +239,23 @@ def _collect(
     return records, sorted(class_names)
 
 
-def _collect_manifest(source: Path, ignored: list[dict[str, str]]) -> tuple[str, list[str], list[FileRecord], list[str]]:
-    """A manifest's rows as records (not yet inspected); skipped rows go to ``ignored``."""
-    manifest = read_manifest(source)
+def _collect_manifest(
+    manifest: Manifest, ignored: list[dict[str, str]], remote: RemoteRows
+) -> tuple[str, list[str], list[FileRecord], list[str]]:
+    """A manifest's rows as records (not yet inspected, but for the remote rows ``remote``
+    knows without a copy); skipped rows go to ``ignored``."""
+    source = manifest.source
     ignored.extend(manifest.skipped)
-    unfetched = fetch_remote(manifest)
-    ignored.extend({"path": f"{shown(source.name)} row {row}", "reason": why} for row, why in unfetched.items())
-    records = [FileRecord(r.path, r.split, r.label) for r in manifest.rows if r.row not in unfetched]
+    ignored.extend({"path": f"{shown(source.name)} row {row}", "reason": why} for row, why in remote.failed.items())
+    records = []
+    for r in manifest.rows:
+        if r.row in remote.failed:
+            continue
+        record = FileRecord(r.path, r.split, r.label)
+        if r.row in remote.known:
+            record.size, (record.digest, record.info, record.error) = remote.known[r.row]
+            record.known = True
+        records.append(record)
     splits = [s for s in ("train", "val", "test") if any(r.split == s for r in records)] if manifest.presplit else ["all"]
     if manifest.presplit and "train" not in splits:
         splits.insert(0, "train")

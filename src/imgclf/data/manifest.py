@@ -4,7 +4,8 @@ Columns: ``path`` (or ``uri``) and ``label``, optionally ``split`` (train, val o
 test, or empty); other columns are ignored. A path is relative to the manifest's folder or
 absolute; a URI is ``file://`` or one that pyarrow's filesystems read (``s3://``, ``gs://``,
 ``hdfs://``, ...: see ``remote.py``), whose images ``fetch_remote`` copies to local files for
-the dataset and the doctor (the bulk passes read them themselves). When any row names a
+the dataset and the doctor (the bulk passes read them themselves; a run from embedding
+shards copies only those it opens, with ``fetch_paths``). When any row names a
 split, the manifest is pre-split like
 ``train/ val/ test/`` folders (rows with an empty split train); otherwise every row is split by
 ``--val-split``/``--test-split`` as a folder of class subfolders is.
@@ -17,14 +18,15 @@ split value or a URI scheme imgclf does not read stops with one line naming the 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import DataError
 from ..text import name_problem, shown
-from .remote import SCHEMES, RemoteError, fetch_all, is_remote, local_path
+from .remote import SCHEMES, RemoteError, fetch_all, is_remote, local_path, stat_all
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 _SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -118,18 +120,61 @@ def read_manifest(path: str | Path) -> Manifest:
     return Manifest(source, rows, presplit, skipped)
 
 
-def fetch_remote(manifest: Manifest) -> dict[int, str]:
+@dataclass
+class RemoteRows:
+    """What became of a manifest's remote rows: ``failed`` (row -> reason) could not be
+    copied; ``known`` (row -> (size, facts)) were not copied, because a record of an earlier
+    read (the shards) knows them as the bucket lists them now (see ``fetch_remote``); the
+    others were copied to their local paths."""
+
+    failed: dict[int, str] = field(default_factory=dict)
+    known: dict[int, tuple[int, Any]] = field(default_factory=dict)
+
+
+def fetch_remote(manifest: Manifest, known: Callable[[str, int, int], Any] | None = None) -> RemoteRows:
     """Copy the images of the rows that name remote URIs to their local paths (again only
-    for objects that changed); ``row number -> reason`` for those that could not be copied.
+    for objects that changed). With ``known`` (the doctor's ``Known``: ``train
+    --embeddings``), the bucket is listed first, and an object that ``known`` knows with the
+    size and time the listing gives is not copied: only its facts are kept, and a usable
+    image's copy is made later only if the run opens it (``fetch_paths``).
 
     Example
     -------
-    >>> fetch_remote(read_manifest("s3-photos.csv"))  # doctest: +SKIP
-    {7: 'no such object'}
+    >>> fetch_remote(read_manifest("s3-photos.csv")).failed  # doctest: +SKIP
+    {7: 's3://photos/cat/7.jpg: no such object'}
     """
     remote = [r for r in manifest.rows if r.uri]
-    fetched = fetch_all([r.uri for r in remote if r.uri])
-    return {r.row: f"{shown(r.uri)}: {fetched[r.uri][1]}" for r in remote if r.uri and fetched[r.uri][1]}
+    out = RemoteRows()
+    if known and remote:
+        stats = stat_all([r.uri for r in remote if r.uri])
+        for r in remote:
+            stat = stats[r.uri or ""]
+            if isinstance(stat, str):
+                out.failed[r.row] = f"{shown(r.uri)}: {stat}"
+            elif stat[1] is not None and (facts := known(r.uri, stat[0], stat[1])) and not facts[2]:
+                out.known[r.row] = (stat[0], facts)  # unusable ones are copied: their reason is read there
+    todo = [r for r in remote if r.row not in out.failed and r.row not in out.known]
+    fetched = fetch_all([r.uri for r in todo if r.uri])
+    out.failed.update({r.row: f"{shown(r.uri)}: {fetched[r.uri][1]}" for r in todo if r.uri and fetched[r.uri][1]})
+    return out
+
+
+def fetch_paths(source: str | Path, paths: Iterable[Path]) -> dict[Path, str]:
+    """Make sure the local copies of ``paths`` (those of a manifest's remote rows; other
+    paths are left alone) hold their objects as they are now; ``path -> reason`` for those
+    that could not be copied. For a run from shards, which copies only what it opens.
+
+    Example
+    -------
+    >>> fetch_paths("s3-photos.csv", dataset.splits["test"].paths[:8])  # doctest: +SKIP
+    {}
+    """
+    if not is_manifest(source) or not Path(source).is_file():
+        return {}  # a folder, or a manifest gone since: nothing to copy from
+    wanted = set(paths)
+    uris = {r.path: r.uri for r in read_manifest(source).rows if r.uri and r.path in wanted}
+    fetched = fetch_all(list(uris.values()))
+    return {path: reason for path, uri in uris.items() if (reason := fetched[uri][1])}
 
 
 def _table(source: Path) -> tuple[list[str], Iterator[dict[str, object]]]:

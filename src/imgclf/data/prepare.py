@@ -10,6 +10,7 @@ from ..errors import DataError
 from ..fileio import digest_files
 from .dataset import Dataset, load_dataset
 from .doctor import CheckReport, Known, check_dataset
+from .manifest import fetch_remote, is_manifest, read_manifest
 
 Digests = dict[Path, tuple[str | None, str | None]]  # path -> (content digest, why unreadable)
 
@@ -33,10 +34,12 @@ def checked_split(
     -------
     >>> dataset, report, digests = checked_split("photos", 0.2, 0.0, 0, print, print)  # doctest: +SKIP
     """
-    dataset = load_dataset(root, val_split, test_split, seed)
+    # A manifest's remote rows are copied (or, with ``known``, listed) once, for both.
+    remote = fetch_remote(read_manifest(root), known) if is_manifest(root) else None
+    dataset = load_dataset(root, val_split, test_split, seed, remote=remote)
     for w in dataset.warnings:
         warn(w)
-    report = check_dataset(root, known=known)
+    report = check_dataset(root, known=known, remote=remote)
     fatal = [p.message for p in report.problems if p.severity == "fatal"]
     if fatal:
         raise DataError(f"{root}: " + "; ".join(fatal) + " (run `imgclf check` for details)")
@@ -50,6 +53,6 @@ def checked_split(
     groups = {p: d for p, (d, _) in digests.items() if d}
     duplicates = len(groups) - len(set(groups.values()))
     if duplicates:
-        dataset = load_dataset(root, val_split, test_split, seed, groups=groups)
+        dataset = load_dataset(root, val_split, test_split, seed, groups=groups, remote=remote)
         info(f"{duplicates} duplicate image(s) found: each set kept on one side of the split")
     return dataset, report, digests

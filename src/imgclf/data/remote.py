@@ -5,6 +5,8 @@ Why local copies: a run reads an image several times (the doctor, the embedding 
 evaluation, the report's thumbnails), and every reader of imgclf takes a file. A copy is kept
 under ``cache_dir()/remote/<scheme>/<host>/<path>`` and made again only when the object's
 size or modification time changed, so a later run costs one metadata request per object.
+A run from embedding shards needs no copy of an image they know: ``stat_all`` lists the
+bucket (a request per thousand objects) to tell that the object is still the one embedded.
 The bulk pass (``imgclf embed``) reads each image once, so it copies into a temporary folder
 that it removes as it goes (``embeddings.bulk``). Credentials and endpoints come from the
 environment, as pyarrow reads them (``AWS_*``, ``AWS_ENDPOINT_URL``, ``GOOGLE_*``, ...).
@@ -155,6 +157,40 @@ def fetch_all(uris: Sequence[str], folder: Path | None = None) -> dict[str, tupl
 
     with ThreadPoolExecutor(min(_THREADS, max(1, len(uris)))) as pool:
         return dict(zip(uris, pool.map(one, uris)))
+
+
+def stat_all(uris: Sequence[str]) -> dict[str, tuple[int, int | None] | str]:
+    """``uri -> (size, mtime_ns)`` of each object, or the reason it cannot be read, from one
+    listing per folder (an object store answers a thousand names per listing request, where
+    asking for each object costs a request each). ``mtime_ns`` is None where the store has none.
+    A store whose listing gives the time at another precision than ``fetch``'s metadata
+    request makes every comparison with a copy's time fail: safe (the image is read again),
+    only slower.
+
+    Example
+    -------
+    >>> stat_all(["s3://bucket/cat/1.jpg", "s3://bucket/cat/gone.jpg"])  # doctest: +SKIP
+    {'s3://bucket/cat/1.jpg': (48213, 1732000000000000000), 's3://bucket/cat/gone.jpg': 'no such object'}
+    """
+    fs_module = _pyarrow_fs()
+    folders: dict[str, list[str]] = {}
+    for uri in uris:
+        folders.setdefault(uri.rsplit("/", 1)[0], []).append(uri)
+
+    def listed(folder: str) -> dict[str, tuple[int, int | None] | str]:
+        try:
+            fs, path = fs_module.FileSystem.from_uri(folder)
+            entries = fs.get_file_info(fs_module.FileSelector(path, allow_not_found=True))
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and more for URIs and networks
+            return dict.fromkeys(folders[folder], f"cannot read: {_reason(exc)}")
+        files = {e.base_name: (e.size, e.mtime_ns) for e in entries if e.type == fs_module.FileType.File}
+        return {uri: files.get(unquote(uri.rsplit("/", 1)[1]), "no such object") for uri in folders[folder]}
+
+    out: dict[str, tuple[int, int | None] | str] = {}
+    with ThreadPoolExecutor(min(_THREADS, max(1, len(folders)))) as pool:
+        for answer in pool.map(listed, folders):
+            out.update(answer)
+    return out
 
 
 def copied_slices(sources: Sequence[Any]) -> Iterator[tuple[slice, dict[str, tuple[Path | None, str | None]]]]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..data.batches import decoded_batches
-from ..data.remote import copied_slices, is_remote
+from ..data.remote import copied_slices, is_remote, stat_all
 from ..fileio import digest_files
 from .shards import ROWS_PER_SHARD, ShardIndex, ShardRows, pyarrow, write_shard
 
@@ -194,18 +194,20 @@ def file_stat(path: Path) -> tuple[int, int] | None:
 
 def unchanged(items: Sequence[Item], index: ShardIndex, done: set[bytes]) -> list[bool]:
     """Which ``items`` the shards hold as they are now (same path, size and modification time,
-    content in ``done``): a rerun skips them without reading them. Remote items are read
-    again (knowing them needs a listing of the bucket, not done yet).
+    content in ``done``): a rerun skips them without reading them. Local files are stat'ed;
+    remote ones are looked up in a listing of their folders (``stat_all``).
 
     Example
     -------
     >>> unchanged([Item("/data/cat/1.jpg")], shard_index(out, print), done)  # doctest: +SKIP
     [True]
     """
+    remote = [i.path for i in items if is_remote(i.path)]
+    listed = stat_all(remote) if remote and index.files else {}
     out = []
     for item in items:
-        stat = None if is_remote(item.path) else file_stat(Path(item.path))
-        digest = stat and index.files.get((item.path, *stat))
+        stat = listed.get(item.path) if is_remote(item.path) else file_stat(Path(item.path))
+        digest = index.files.get((item.path, *stat)) if isinstance(stat, tuple) and stat[1] is not None else None
         out.append(digest is not None and digest in done)
     return out
 

@@ -67,6 +67,12 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
     return save_png(fig, target)
 
 
+def grid_sample(n: int, limit: int = 30) -> list[int]:
+    """Which of ``n`` images the predictions grid shows: a seeded sample rather than the first
+    images, which are all of the first class. Example: ``grid_sample(100, 3)`` -> 3 indices."""
+    return [int(i) for i in np.random.default_rng(0).permutation(n)[:limit]]
+
+
 def plot_predictions_grid(
     paths: Sequence[Path],
     y_true: Sequence[int],
@@ -79,8 +85,7 @@ def plot_predictions_grid(
     probability, green when right and red (with the true label) when wrong.
 
     Example: ``plot_predictions_grid(paths, y, probs, ["bag", "shoe"], run / "predictions_grid.png")``."""
-    # A seeded sample rather than the first images, which are all of the first class.
-    order = np.random.default_rng(0).permutation(len(paths))[:limit]
+    order = grid_sample(len(paths), limit)
     titles, colors = [], []
     for j in order:
         pred, true = int(np.argmax(probs[j])), int(y_true[j])

@@ -186,21 +186,43 @@ def _stage_text(metrics: dict[str, Any]) -> str:
     )
 
 
-def _mistakes(run: RunDir, root: Path, split: str | None) -> dict[str, Any]:
-    """The confusion matrix and predictions grid, the most-confused pairs and the
-    highest-loss mistakes, with thumbnails of the images that are still there."""
-    wrong = [p for p in _predictions(run, root) if p["true"] != p["pred"]]
+def _shown_mistakes(predictions: list[dict[str, Any]]) -> tuple[list[tuple[str, str, list[dict]]], list[dict]]:
+    """The mistakes the report shows: the three most-confused pairs (each with its count's
+    worth of predictions, of which 6 are shown) and the 12 of highest loss."""
+    wrong = [p for p in predictions if p["true"] != p["pred"]]
     pairs: dict[tuple[str, str], list[dict]] = {}
     for p in wrong:
         pairs.setdefault((p["true"], p["pred"]), []).append(p)
+    confused = [(true, pred, items) for (true, pred), items in sorted(pairs.items(), key=lambda kv: -len(kv[1]))[:3]]
+    return confused, sorted(wrong, key=lambda p: p["probs"][p["true"]])[:12]
+
+
+def images_shown(run_dir: str | Path) -> list[Path]:
+    """The images whose thumbnails ``build_report`` shows (read from ``predictions.csv``).
+
+    Example
+    -------
+    >>> images_shown("runs/demo")[:1]  # doctest: +SKIP
+    [PosixPath('/data/photos/bag/17.png')]
+    """
+    run = RunDir(run_dir)
+    root = Path(_read_or_fail(run, run.config_file)["dataset"]["root"])
+    confused, high_loss = _shown_mistakes(_predictions(run, root))
+    return [Path(p["path"]) for _, _, items in confused for p in items[:6]] + [Path(p["path"]) for p in high_loss]
+
+
+def _mistakes(run: RunDir, root: Path, split: str | None) -> dict[str, Any]:
+    """The confusion matrix and predictions grid, the most-confused pairs and the
+    highest-loss mistakes, with thumbnails of the images that are still there."""
+    pairs, highest = _shown_mistakes(_predictions(run, root))
     confused = []
-    for (true, pred), items in sorted(pairs.items(), key=lambda kv: -len(kv[1]))[:3]:
+    for true, pred, items in pairs:
         examples = [
             {"png": t, "caption": f"{p['probs'][pred]:.0%} {pred}"} for p in items[:6] if (t := _thumb(p["path"]))
         ]
         confused.append({"true": true, "pred": pred, "count": len(items), "examples": examples})
     high_loss = []
-    for p in sorted(wrong, key=lambda p: p["probs"][p["true"]])[:12]:
+    for p in highest:
         if (t := _thumb(p["path"])) is not None:
             high_loss.append({"png": t, "caption": f"{p['true']} → {p['pred']} (p(true)={p['probs'][p['true']]:.0%})"})
     return {

@@ -40,6 +40,7 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
     reporter = reporter or Reporter()
     run = RunDir(config.run)
     record = run.load()
+    _copy_remote_images(record, reporter)
     out = ExportDir(config.out) if config.out else run.export
     out.path.mkdir(parents=True, exist_ok=True)
     keras_backend = KerasBackend(run.model_file)
@@ -66,6 +67,19 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
     write_json(out.report_json, report)
     write_text(out.report_md, parity_markdown(report))
     return report
+
+
+def _copy_remote_images(record: RunRecord, reporter: Reporter) -> None:
+    """A run of a manifest of remote URIs trained from shards copied only the images it
+    showed; the int8 calibration, its head re-fit and the parity check read them all."""
+    from ..data.manifest import fetch_paths
+
+    if record.root is None:
+        return
+    failed = fetch_paths(record.root, [p for rows in record.splits.values() for p, _ in rows])
+    if failed:
+        first = "; ".join(f"{p}: {why}" for p, why in list(failed.items())[:3])
+        reporter.warn(f"could not copy {len(failed)} remote image(s) of the run: {first}")
 
 
 def model_info(config: ExportConfig, record: RunRecord) -> ModelInfo:
