@@ -17,7 +17,10 @@ Rows (each the median of ``--repeats`` timings, in one process, after one warm-u
   batch 32;
 - ``doctor``: ``check_dataset`` over the same two sets, reading every file (hash + header +
   a reduced decode: what ``train`` does on the head) and from the set's embedding shards
-  (a stat per file: what ``train --embeddings`` does), on the thread pool ``train`` uses.
+  (a stat per file: what ``train --embeddings`` does), on the thread pool ``train`` uses;
+- ``shard index``: ``shard_index`` over 1,000,000 synthetic rows (one camera's 4000x3000
+  JPEGs, 70-character paths) in 10 shards: seconds, and the memory it holds (tracemalloc,
+  in a second read).
 
 Writes ``benchmarks/results/scale_parts.json`` and the "Scale parts" section of BENCHMARKS.md.
 """
@@ -161,6 +164,48 @@ def doctor_rows(repeats: int) -> list[dict]:
     return rows
 
 
+def index_row() -> dict:
+    import tracemalloc
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from imgclf.embeddings.shards import shard_index, shard_schema
+
+    rng = np.random.default_rng(0)
+    n, parts = 100_000, 10
+    with tempfile.TemporaryDirectory() as folder:
+        for part in range(parts):
+            columns = {
+                "sha256": pa.array([rng.bytes(32) for _ in range(n)], pa.binary(32)),
+                "embedding": pa.nulls(n, pa.list_(pa.float32(), 1)),  # not read by the index
+                "key": pa.array(["k"] * n),
+                "path": pa.array([f"/data/photos/class_{i % 100:03d}/IMG_{part}_{i:07d}.jpg" for i in range(n)]),
+                "label": pa.array([f"class_{i % 100:03d}" for i in range(n)]),
+                "split": pa.nulls(n, pa.string()),
+                "error": pa.nulls(n, pa.string()),
+                "node": pa.array(["n"] * n),
+                "size": pa.array(rng.integers(1_000_000, 5_000_000, n), pa.int64()),
+                "mtime_ns": pa.array(rng.integers(1_700_000_000 * 10**9, 1_800_000_000 * 10**9, n), pa.int64()),
+                "width": pa.array([4000] * n, pa.int32()),
+                "height": pa.array([3000] * n, pa.int32()),
+                "mode": pa.array(["RGB"] * n),
+                "format": pa.array(["JPEG"] * n),
+                "exif_rotated": pa.array([False] * n),
+            }
+            pq.write_table(pa.table(columns, schema=shard_schema(1)), Path(folder) / f"part-{part:04d}.parquet")
+        start = time.perf_counter()
+        index = shard_index(Path(folder), print)
+        seconds = time.perf_counter() - start
+        del index
+        tracemalloc.start()
+        index = shard_index(Path(folder), print)
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    return {"part": "shard index", "files": len(index.files), "seconds": seconds, "held_mb": held / 2**20,
+            "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
+
+
 def markdown(result: dict) -> str:
     lines = [
         "## Scale parts: what one image costs, part by part",
@@ -185,6 +230,11 @@ def markdown(result: dict) -> str:
         "- **Doctor** rows: wall time per file of `check_dataset` on the thread pool `train` uses "
         "(4 threads here), reading the files or taking what the set's shards know (a stat per file).",
     ]
+    if index := result.get("index"):
+        lines.append(
+            f"- **Shard index** (what `train --embeddings` knows of each file): {index['files']:,} synthetic rows "
+            f"read in {index['seconds']:.1f} s, holding {index['held_mb']:.0f} MB (measured {index['date']})."
+        )
     return "\n".join(lines)
 
 
@@ -200,6 +250,7 @@ def main() -> None:
         "sink": sink_row(opts.repeats),
         "head": head_row(opts.repeats),
         "doctor": doctor_rows(opts.repeats),
+        "index": index_row(),
     }
     (RESULTS / "scale_parts.json").write_text(json.dumps(result, indent=2) + "\n")
     section = markdown(result)
