@@ -174,3 +174,85 @@ def test_docs_render_offline(server):
     )
     assert all(u.startswith(server + "/") or u.startswith("data:") for u in requested), requested
     assert (ARTIFACTS / "serve-docs.png").stat().st_size > 10_000
+
+
+@pytest.fixture
+def studio_server(tmp_path):
+    """`imgclf studio PROJECT --no-browser --port 0` in a subprocess; yields its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgclf.cli", "studio", str(tmp_path / "project"), "--no-browser", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url: list[str] = []
+    ready = threading.Event()
+
+    def drain():
+        for line in proc.stdout:
+            if not url and (m := re.search(r"on (http://127\.0\.0\.1:\d+)/", line)):
+                url.append(m.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        ready.wait(120)
+        assert url, f"imgclf studio did not start (exit {proc.poll()})"
+        yield url[0], tmp_path / "project"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_studio_collects_images_into_classes_from_the_keyboard_and_file_picker(studio_server):
+    """Make two classes (typed, Enter), add images with the file picker (one refused, with its
+    reason), see their thumbnails, move one to the other class; at phone and laptop widths."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} not found: apt-get install chromium chromium-driver"
+    server, project = studio_server
+    images = sorted((SAMPLE / "train" / "sneaker").glob("*.png"))[:3]
+    ARTIFACTS.mkdir(exist_ok=True)
+    requested: list[str] = []
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.on("request", lambda r: requested.append(r.url))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(server + "/")
+            page.wait_for_selector("#project:has-text('data/<class>/')", timeout=30_000)
+            for name in ("sneaker", "sandal"):
+                page.fill("#new-class-name", name)
+                page.press("#new-class-name", "Enter")
+                page.wait_for_selector(f"#classes button.pick:has-text('{name} (0)')", timeout=10_000)
+            page.click("#classes button.pick:has-text('sneaker')")
+            page.wait_for_selector("#class-title:has-text('sneaker')")
+            files = [{"name": p.name, "mimeType": "image/png", "buffer": p.read_bytes()} for p in images]
+            files.append({"name": "notes.png", "mimeType": "image/png", "buffer": b"hello"})
+            page.set_input_files("#file-input", files=files)
+            page.wait_for_selector("#upload-status:has-text('added 3 image(s), refused 1')", timeout=30_000)
+            page.wait_for_function("document.querySelectorAll('#images li img').length === 3")
+            page.wait_for_function(
+                "[...document.querySelectorAll('#images li img')].every(i => i.complete && i.naturalWidth > 0)"
+            )
+            refused = page.text_content("#refused")  # inside a closed <details>: not rendered
+            page.screenshot(path=str(ARTIFACTS / "studio-1280.png"), full_page=True)
+            page.select_option("#images li:first-child select", "sandal")
+            page.wait_for_selector("#classes button.pick:has-text('sandal (1)')", timeout=10_000)
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.screenshot(path=str(ARTIFACTS / "studio-390.png"), full_page=True)
+            wide = page.evaluate("document.documentElement.scrollWidth")
+        finally:
+            browser.close()
+    assert "notes.png: not an image" in refused
+    assert sorted(p.name for p in (project / "data" / "sneaker").iterdir()) == [p.name for p in images[1:]]
+    assert [p.name for p in (project / "data" / "sandal").iterdir()] == [images[0].name]
+    assert wide <= 390, "no sideways scrolling at phone width"
+    assert problems == []
+    assert requested and all(u.startswith(server + "/") or u.startswith("blob:") for u in requested), requested

@@ -22,6 +22,7 @@ from .api import BenchmarkConfig, CheckConfig, EmbedConfig, EvaluateConfig, Pred
 from .errors import ImgclfError
 from .exports.config import ExportConfig
 from .serving.config import ServeConfig
+from .serving.studio.config import StudioConfig
 from .text import shown
 from .training.config import TrainConfig
 
@@ -362,6 +363,19 @@ def serve(ctx: click.Context, **_: Any) -> None:
     config = ServeConfig(**_values(ctx, ServeConfig))
     quiet = ctx.find_root().params.get("quiet", False)
     run_server(config, log_level="warning" if quiet else "info", echo=click.echo)
+
+
+@cli.command()
+@config_params(StudioConfig)
+@click.pass_context
+def studio(ctx: click.Context, **_: Any) -> None:
+    """A local, offline app in the browser: make classes, add images (files, folders), see the
+    dataset doctor's findings. The project is an ordinary data folder: PROJECT/data/<class>/."""
+    from .serving.studio import studio as run_studio
+
+    config = StudioConfig(**_values(ctx, StudioConfig))
+    quiet = ctx.find_root().params.get("quiet", False)
+    run_studio(config, log_level="warning" if quiet else "info", echo=click.echo)
 
 
 @cli.command()

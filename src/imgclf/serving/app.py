@@ -178,7 +178,7 @@ def create_app(
     )
     app.state.pool, app.state.summary, app.state.note = pool, summary, note
     app.router.add_event_handler("shutdown", pool.shutdown)
-    _add_error_handlers(app)
+    add_error_handlers(app)
     if config.origins:  # pages on these origins may call the API and read its answers
         app.add_middleware(
             CORSMiddleware,
@@ -199,7 +199,7 @@ def create_app(
     return app
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: FastAPI) -> None:
     """Every error as JSON ``{"error": "..."}`` (422s also carry pydantic's detail)."""
 
     @app.exception_handler(HTTPException)

@@ -56,7 +56,7 @@ def _docs_headers(html: str) -> dict[str, str]:
     return {**PAGE_HEADERS, "Content-Security-Policy": DOCS_CSP.format(hashes=hashes)}
 
 
-class _PageFiles(StaticFiles):
+class PageFiles(StaticFiles):
     """The page's own files, with the page's security headers."""
 
     async def get_response(self, path: str, scope) -> Any:
@@ -96,5 +96,5 @@ def add_pages(app: FastAPI, pool: InferencePool, summary: dict[str, Any]) -> Non
         return page
 
     # Before /static, which would otherwise take /static/swagger/* too.
-    app.mount(SWAGGER_URL, _PageFiles(directory=swagger_ui_dir()), name="swagger")
-    app.mount("/static", _PageFiles(directory=STATIC), name="static")
+    app.mount(SWAGGER_URL, PageFiles(directory=swagger_ui_dir()), name="swagger")
+    app.mount("/static", PageFiles(directory=STATIC), name="static")

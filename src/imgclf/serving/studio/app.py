@@ -1,0 +1,207 @@
+"""The HTTP API and page of ``imgclf studio``: a project's classes and images (``project.py``).
+
+Routes (JSON in and out; every error ``{"error": "..."}``):
+
+- ``GET /v1/project``: the project, its classes (display order, image counts) and limits;
+- ``POST /v1/classes`` ``{"name"}``, ``PATCH /v1/classes/{name}`` ``{"name"}`` (rename),
+  ``DELETE /v1/classes/{name}`` (to the trash), ``PUT /v1/order`` ``{"order": [...]}``;
+- ``GET /v1/classes/{name}/images?offset&limit``: a page of images;
+- ``POST /v1/classes/{name}/images``: multipart files -> ``{"added", "refused"}``, each
+  refusal with its reason (not an image, corrupt, too many pixels, empty);
+- ``GET /v1/classes/{name}/images/{image}`` (the file), ``.../thumb`` (a small JPEG),
+  ``DELETE`` (to the trash), ``POST .../move`` ``{"to"}``;
+- ``GET /v1/doctor``: the dataset doctor's findings on ``data/``;
+- ``GET /`` and ``/static/*``: the page.
+
+The same Host and Origin checks as ``imgclf serve`` (guard.py): a page on another site
+cannot drive the Studio on a user's machine. Request bodies are limited in size and pace
+as ``serve`` limits them (uploads.py).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from ...data.decode import DecodeError, decode_image
+from ..app import add_error_handlers
+from ..guard import BrowserGuard
+from ..pages import PAGE_HEADERS, PageFiles
+from ..uploads import BodyTooLarge, BodyTooSlow, paced_receive
+from .config import StudioConfig
+from .project import Conflict, NotFound, Project, Refused
+
+STATIC = Path(__file__).parent / "static"
+MAX_FILES = 64  # per upload request: the page sends a dropped folder in batches
+THUMB = 160  # pixels: the page shows 120 px tiles, sharp on 1.5x screens
+MAX_PAGE = 500
+# Header time and upload pace: a local page never needs more.
+HEADER_TIMEOUT, MIN_RATE_KB = 10.0, 16.0
+
+
+class NameBody(BaseModel):
+    name: str
+
+
+class OrderBody(BaseModel):
+    order: list[str]
+
+
+class MoveBody(BaseModel):
+    to: str
+
+
+def create_studio_app(config: StudioConfig) -> FastAPI:
+    """The Studio app for ``config.project`` (made if missing).
+
+    Example
+    -------
+    >>> app = create_studio_app(StudioConfig(project="my-project"))  # doctest: +SKIP
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+    """
+    config.validate()
+    project = Project.open(config.project)
+    app = FastAPI(title="imgclf studio", docs_url=None, redoc_url=None)
+    app.state.project = project
+    add_error_handlers(app)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, 404)
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, 409)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, 400)
+
+    app.add_middleware(BrowserGuard, bind_host=config.host, allowed_hosts=None, allowed_origins=[])
+    _add_class_routes(app, project)
+    _add_image_routes(app, project, config)
+
+    @app.get("/v1/project")
+    def project_info() -> dict[str, Any]:
+        return {
+            "name": project.root.name,
+            "path": str(project.root),
+            "data": str(project.data),
+            "classes": project.classes(),
+            "limits": {"max_upload_bytes": config.max_upload_bytes, "max_files": MAX_FILES, "max_pixels": config.max_pixels},
+        }
+
+    @app.get("/v1/doctor")
+    def doctor() -> dict[str, Any]:
+        from ...data.doctor import check_dataset
+
+        if len(project.classes()) < 1:
+            return {"problems": [], "counts": {}, "note": "no classes yet"}
+        report = check_dataset(project.data).to_dict()
+        return {k: report[k] for k in ("counts", "problems", "image_stats", "imbalance_ratio", "exit_code")}
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", PageFiles(directory=STATIC), name="static")
+    return app
+
+
+def _add_class_routes(app: FastAPI, project: Project) -> None:
+    @app.post("/v1/classes", status_code=201)
+    def create_class(body: NameBody) -> dict[str, Any]:
+        project.create_class(body.name)
+        return {"classes": project.classes()}
+
+    @app.patch("/v1/classes/{name}")
+    def rename_class(name: str, body: NameBody) -> dict[str, Any]:
+        project.rename_class(name, body.name)
+        return {"classes": project.classes()}
+
+    @app.delete("/v1/classes/{name}")
+    def delete_class(name: str) -> dict[str, Any]:
+        trashed = project.delete_class(name)
+        return {"classes": project.classes(), "trashed_to": str(trashed)}
+
+    @app.put("/v1/order")
+    def reorder(body: OrderBody) -> dict[str, Any]:
+        project.reorder(body.order)
+        return {"classes": project.classes()}
+
+
+def _add_image_routes(app: FastAPI, project: Project, config: StudioConfig) -> None:
+    @app.get("/v1/classes/{name}/images")
+    def images(name: str, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
+        total, page = project.images(name, offset, limit)
+        return {"total": total, "offset": offset, "images": [vars(e) for e in page]}
+
+    @app.post("/v1/classes/{name}/images")
+    async def upload(name: str, request: Request) -> dict[str, Any]:
+        await run_in_threadpool(project.images, name, 0, 1)  # 404 before the body is read
+        files = await _read_files(request, config)
+        added, refused = [], []
+        for filename, data in files:
+            try:
+                stored = await run_in_threadpool(project.add_image, name, data, filename, config.max_pixels)
+                added.append({"filename": filename, "name": stored})
+            except Refused as exc:
+                refused.append({"filename": filename, "reason": str(exc)})
+        return {"added": added, "refused": refused, "classes": project.classes()}
+
+    @app.get("/v1/classes/{name}/images/{image}")
+    def image_file(name: str, image: str) -> FileResponse:
+        return FileResponse(project.image_path(name, image), headers={"X-Content-Type-Options": "nosniff"})
+
+    @app.get("/v1/classes/{name}/images/{image}/thumb")
+    def thumbnail(name: str, image: str) -> Response:
+        from PIL import Image
+
+        path = project.image_path(name, image)
+        try:
+            pixels = decode_image(path, THUMB, resize="crop", max_pixels=config.max_pixels)
+        except DecodeError as exc:
+            raise HTTPException(422, f"{image}: {exc}") from None
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "JPEG", quality=80)
+        return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.delete("/v1/classes/{name}/images/{image}")
+    def delete_image(name: str, image: str) -> dict[str, Any]:
+        trashed = project.delete_image(name, image)
+        return {"trashed_to": str(trashed), "classes": project.classes()}
+
+    @app.post("/v1/classes/{name}/images/{image}/move")
+    def move_image(name: str, image: str, body: MoveBody) -> dict[str, Any]:
+        return {"name": project.move_image(name, image, body.to), "classes": project.classes()}
+
+
+async def _read_files(request: Request, config: StudioConfig) -> list[tuple[str | None, bytes]]:
+    """``[(filename, bytes)]`` of a multipart upload, within the size and pace limits."""
+    if not (request.headers.get("content-type") or "").lower().startswith("multipart/form-data"):
+        raise HTTPException(415, "send images as multipart/form-data file parts (curl -F file=@photo.jpg)")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > config.max_upload_bytes:
+        raise HTTPException(413, f"upload over {config.max_upload_bytes} bytes; send fewer files at a time")
+    receive = paced_receive(request.receive, config.max_upload_bytes, HEADER_TIMEOUT, MIN_RATE_KB)
+    try:
+        form = await Request(request.scope, receive).form(max_files=MAX_FILES, max_fields=MAX_FILES)
+    except BodyTooLarge:
+        raise HTTPException(413, f"upload over {config.max_upload_bytes} bytes; send fewer files at a time") from None
+    except BodyTooSlow:
+        raise HTTPException(408, "the upload arrived too slowly") from None
+    try:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise HTTPException(400, "no file part in the upload")
+        return [(f.filename, await f.read()) for f in files]
+    finally:
+        await form.close()

@@ -1,0 +1,224 @@
+// imgclf studio: classes and images of a project, through the Studio's JSON API.
+// Every name from the server is put on the page as text (textContent), never as HTML.
+"use strict";
+
+const PAGE = 100;
+const $ = (id) => document.getElementById(id);
+const state = { project: null, current: null, offset: 0, total: 0 };
+
+async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body instanceof FormData) init.body = body;
+  else if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(path, init);
+  const data = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+  return data;
+}
+
+const classPath = (name) => `/v1/classes/${encodeURIComponent(name)}`;
+const imagePath = (name, image) => `${classPath(name)}/images/${encodeURIComponent(image)}`;
+
+function element(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+async function loadProject() {
+  state.project = await api("GET", "/v1/project");
+  $("project").textContent = `${state.project.path} — images in data/<class>/`;
+  renderClasses(state.project.classes);
+}
+
+function renderClasses(classes) {
+  state.project.classes = classes;
+  const list = $("classes");
+  list.replaceChildren();
+  classes.forEach((c, i) => {
+    const pick = element("button", { type: "button", className: "pick", textContent: `${c.name} (${c.images})` });
+    pick.setAttribute("aria-current", String(c.name === state.current));
+    pick.addEventListener("click", () => openClass(c.name));
+    const up = element("button", { type: "button", className: "move", textContent: "↑", disabled: i === 0 });
+    up.setAttribute("aria-label", `move ${c.name} up`);
+    up.addEventListener("click", () => reorder(i, i - 1));
+    const down = element("button", { type: "button", className: "move", textContent: "↓", disabled: i === classes.length - 1 });
+    down.setAttribute("aria-label", `move ${c.name} down`);
+    down.addEventListener("click", () => reorder(i, i + 1));
+    list.append(element("li", {}, pick, up, down));
+  });
+  if (state.current && !classes.some((c) => c.name === state.current)) {
+    state.current = null;
+    $("class-view").hidden = true;
+  }
+}
+
+async function reorder(from, to) {
+  const names = state.project.classes.map((c) => c.name);
+  names.splice(to, 0, names.splice(from, 1)[0]);
+  renderClasses((await api("PUT", "/v1/order", { order: names })).classes);
+}
+
+async function openClass(name, offset = 0) {
+  state.current = name;
+  state.offset = offset;
+  $("class-view").hidden = false;
+  $("class-title").textContent = name;
+  renderClasses(state.project.classes);
+  const page = await api("GET", `${classPath(name)}/images?offset=${offset}&limit=${PAGE}`);
+  state.total = page.total;
+  const last = Math.min(offset + PAGE, page.total);
+  $("page-info").textContent = page.total ? `${offset + 1}–${last} of ${page.total}` : "no images yet";
+  $("prev-page").disabled = offset === 0;
+  $("next-page").disabled = last >= page.total;
+  $("images").replaceChildren(...page.images.map((image) => thumbnail(name, image)));
+}
+
+function thumbnail(name, image) {
+  const img = element("img", { alt: image.name, loading: "lazy", src: `${imagePath(name, image.name)}/thumb?v=${image.modified}` });
+  const link = element("a", { href: imagePath(name, image.name), target: "_blank", rel: "noopener" }, img);
+  const move = element("select");
+  move.setAttribute("aria-label", `move ${image.name} to another class`);
+  move.append(element("option", { value: "", textContent: "move to…" }));
+  for (const c of state.project.classes) if (c.name !== name) move.append(element("option", { value: c.name, textContent: c.name }));
+  move.addEventListener("change", async () => {
+    if (!move.value) return;
+    renderClasses((await api("POST", `${imagePath(name, image.name)}/move`, { to: move.value })).classes);
+    openClass(name, state.offset);
+  });
+  const remove = element("button", { type: "button", className: "danger", textContent: "Delete" });
+  remove.setAttribute("aria-label", `delete ${image.name}`);
+  remove.addEventListener("click", async () => {
+    renderClasses((await api("DELETE", imagePath(name, image.name))).classes);
+    openClass(name, state.offset);
+  });
+  return element("li", {}, link, element("p", { className: "name", title: image.name, textContent: image.name }),
+    element("div", { className: "row" }, move, remove));
+}
+
+// --- uploads: files, folders (dropped or picked) and pasted images, in batches ---------
+
+async function filesOfEntry(entry) {
+  if (entry.isFile) return [await new Promise((ok, fail) => entry.file(ok, fail))];
+  if (!entry.isDirectory) return [];
+  const reader = entry.createReader();
+  const out = [];
+  for (;;) {
+    const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+    if (!batch.length) return out;
+    for (const child of batch) if (!child.name.startsWith(".")) out.push(...(await filesOfEntry(child)));
+  }
+}
+
+async function droppedFiles(transfer) {
+  const entries = [...transfer.items].map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+  if (!entries.length) return [...transfer.files];
+  const out = [];
+  for (const entry of entries) out.push(...(await filesOfEntry(entry)));
+  return out;
+}
+
+async function upload(files) {
+  if (!state.current || !files.length) return;
+  const { max_files: maxFiles, max_upload_bytes: maxBytes } = state.project.limits;
+  const refused = [];
+  let added = 0;
+  let batch = [];
+  let bytes = 0;
+  const send = async () => {
+    if (!batch.length) return;
+    const form = new FormData();
+    for (const f of batch) form.append("file", f, f.webkitRelativePath || f.name);
+    try {
+      const answer = await api("POST", `${classPath(state.current)}/images`, form);
+      added += answer.added.length;
+      refused.push(...answer.refused);
+      renderClasses(answer.classes);
+    } catch (error) {
+      refused.push(...batch.map((f) => ({ filename: f.name, reason: error.message })));
+    }
+    batch = [];
+    bytes = 0;
+    $("upload-status").textContent = `added ${added} of ${files.length}…`;
+  };
+  for (const file of files) {
+    if (file.size > maxBytes) {
+      refused.push({ filename: file.name, reason: `larger than ${maxBytes} bytes` });
+      continue;
+    }
+    if (batch.length >= maxFiles || bytes + file.size > maxBytes) await send();
+    batch.push(file);
+    bytes += file.size;
+  }
+  await send();
+  $("upload-status").textContent = `added ${added} image(s)` + (refused.length ? `, refused ${refused.length}` : "");
+  $("refused-box").hidden = !refused.length;
+  $("refused-title").textContent = `${refused.length} file(s) not added`;
+  $("refused").replaceChildren(...refused.map((r) => element("li", { textContent: `${r.filename}: ${r.reason}` })));
+  openClass(state.current, state.offset);
+}
+
+function setUpUploads() {
+  const zone = $("drop-zone");
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", async (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    upload(await droppedFiles(event.dataTransfer));
+  });
+  for (const id of ["file-input", "folder-input"]) {
+    $(id).addEventListener("change", (event) => { upload([...event.target.files]); event.target.value = ""; });
+  }
+  document.addEventListener("paste", (event) => {
+    const files = [...(event.clipboardData?.files || [])];
+    if (files.length) upload(files);
+  });
+}
+
+// --- classes and the doctor ----------------------------------------------------------
+
+function setUpClasses() {
+  $("new-class").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = $("new-class-name").value;
+    try {
+      renderClasses((await api("POST", "/v1/classes", { name })).classes);
+      $("new-class-name").value = "";
+      $("class-error").textContent = "";
+      openClass(name);
+    } catch (error) {
+      $("class-error").textContent = error.message;
+    }
+  });
+  $("rename-class").addEventListener("click", async () => {
+    const name = window.prompt(`Rename class ${state.current} to:`, state.current);
+    if (!name || name === state.current) return;
+    try {
+      renderClasses((await api("PATCH", classPath(state.current), { name })).classes);
+      openClass(name);
+    } catch (error) {
+      $("class-error").textContent = error.message;
+    }
+  });
+  $("delete-class").addEventListener("click", async () => {
+    if (!window.confirm(`Delete class ${state.current} and its images? (They go to the project's .trash folder.)`)) return;
+    renderClasses((await api("DELETE", classPath(state.current))).classes);
+  });
+  $("prev-page").addEventListener("click", () => openClass(state.current, Math.max(0, state.offset - PAGE)));
+  $("next-page").addEventListener("click", () => openClass(state.current, state.offset + PAGE));
+  $("run-doctor").addEventListener("click", async () => {
+    $("doctor").replaceChildren(element("li", { textContent: "checking…" }));
+    const report = await api("GET", "/v1/doctor");
+    const items = report.problems.map((p) => element("li", { textContent: `${p.severity}: ${p.message}` }));
+    $("doctor").replaceChildren(...(items.length ? items : [element("li", { textContent: report.note || "no problems found" })]));
+  });
+}
+
+setUpClasses();
+setUpUploads();
+loadProject().catch((error) => { $("project").textContent = `cannot load the project: ${error.message}`; });

@@ -1,0 +1,235 @@
+"""``imgclf studio``: the project's classes and images through the API, with hostile names,
+uploads and requests; the command starting a real server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from imgclf.cli import main
+from imgclf.serving.studio.app import create_studio_app
+from imgclf.serving.studio.config import StudioConfig
+
+from .conftest import COLORS, make_image, png_header_only
+
+
+def png(color=(200, 30, 30), size=48, seed=0) -> bytes:
+    buf = io.BytesIO()
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(color) + rng.integers(-20, 21, (size, size, 3)), 0, 255).astype("uint8")
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def studio(tmp_path):
+    app = create_studio_app(StudioConfig(project=str(tmp_path / "project"), max_upload_mb=1.0))
+    with TestClient(app) as client:
+        yield client, tmp_path / "project"
+
+
+def names(response) -> list[str]:
+    return [c["name"] for c in response.json()["classes"]]
+
+
+def test_a_new_project_is_an_ordinary_data_folder(studio):
+    client, root = studio
+    assert client.get("/v1/project").json()["classes"] == []
+    assert client.post("/v1/classes", json={"name": "sneaker"}).status_code == 201
+    assert names(client.post("/v1/classes", json={"name": "ankle boot"})) == ["sneaker", "ankle boot"]  # as made
+    answer = client.post("/v1/classes/sneaker/images", files=[("file", ("a.png", png(), "image/png"))]).json()
+    assert answer["added"] == [{"filename": "a.png", "name": "a.png"}] and answer["refused"] == []
+    assert (root / "data" / "sneaker" / "a.png").read_bytes() == png()
+    assert (root / "runs").is_dir()
+    from imgclf.data.doctor import check_dataset
+
+    assert check_dataset(root / "data").counts == {"all": {"ankle boot": 0, "sneaker": 1}}  # as the CLI reads it
+
+
+def test_a_folder_made_by_hand_opens_as_it_is(tmp_path):
+    for c, name in enumerate(COLORS):
+        for i in range(3):
+            make_image(tmp_path / "p" / "data" / name / f"{i}.png", COLORS[name], seed=c * 10 + i)
+    (tmp_path / "p" / "data" / ".hidden").mkdir()
+    client = TestClient(create_studio_app(StudioConfig(project=str(tmp_path / "p"))))
+    assert client.get("/v1/project").json()["classes"] == [{"name": n, "images": 3} for n in sorted(COLORS)]
+
+
+def test_class_names_are_checked_and_taken_names_refused(studio):
+    client, root = studio
+    client.post("/v1/classes", json={"name": "cat"})
+    for bad, status, words in [
+        ("", 400, "empty"),
+        ("..", 400, "starts with '.'"),
+        ("a/b", 400, "'/'"),
+        ("a\\b", 400, "'/'"),
+        (".hidden", 400, "hidden"),
+        (" cat", 400, "white space"),
+        ("evil\u202eexe", 400, "control characters"),
+        ("x" * 121, 400, "longer than"),
+        ("Cat", 409, "has a class 'cat' already"),
+    ]:
+        r = client.post("/v1/classes", json={"name": bad})
+        assert r.status_code == status and words in r.json()["error"], (bad, r.json())
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["cat"]
+    assert client.post("/v1/classes", json={"nam": "x"}).status_code == 422
+
+
+def test_rename_reorder_and_delete_to_the_trash(studio):
+    client, root = studio
+    for name in ("a", "b", "c"):
+        client.post("/v1/classes", json={"name": name})
+    client.post("/v1/classes/a/images", files=[("file", ("x.png", png(), "image/png"))])
+    assert names(client.put("/v1/order", json={"order": ["c", "a", "b"]})) == ["c", "a", "b"]
+    assert names(client.patch("/v1/classes/a", json={"name": "apple"})) == ["c", "apple", "b"]  # keeps its place
+    assert (root / "data" / "apple" / "x.png").is_file()
+    assert client.patch("/v1/classes/apple", json={"name": "B"}).status_code == 409
+    assert client.put("/v1/order", json={"order": ["c", "b"]}).status_code == 400
+    deleted = client.delete("/v1/classes/apple").json()
+    assert names(client.get("/v1/project")) == ["c", "b"]
+    assert (root / ".trash").is_dir() and deleted["trashed_to"].startswith(str(root / ".trash"))
+    assert any(p.name == "x.png" for p in (root / ".trash").rglob("*"))  # nothing lost
+    assert client.delete("/v1/classes/apple").status_code == 404
+
+
+def test_uploads_are_checked_as_serve_checks_them_and_refusals_listed(studio):
+    client, root = studio
+    client.post("/v1/classes", json={"name": "cat"})
+    files = [
+        ("file", ("good.png", png(), "image/png")),
+        ("file", ("notes.png", b"just text", "image/png")),
+        ("file", ("empty.jpg", b"", "image/jpeg")),
+        ("file", ("bomb.png", png_header_only(40000, 40000), "image/png")),
+        ("file", ("cut.png", png()[:200], "image/png")),
+        ("file", ("really-a-png.jpg", png(seed=1), "image/jpeg")),
+        ("file", ("../../../escape.png", png(seed=2), "image/png")),
+        ("file", ("holiday/2024/.hidden.png", png(seed=3), "image/png")),
+        ("file", ("good.png", png(seed=4), "image/png")),  # the same name again
+    ]
+    answer = client.post("/v1/classes/cat/images", files=files).json()
+    refused = {r["filename"]: r["reason"] for r in answer["refused"]}
+    assert "not an image" in refused["notes.png"] and "empty" in refused["empty.jpg"]
+    assert "too large" in refused["bomb.png"] and "corrupt" in refused["cut.png"]
+    assert [a["name"] for a in answer["added"]] == ["good.png", "really-a-png.png", "escape.png", "hidden.png", "good (2).png"]
+    on_disk = sorted(p.name for p in (root / "data" / "cat").iterdir())
+    assert on_disk == sorted(a["name"] for a in answer["added"])  # and nothing else, no temporary file
+    assert not (root / "escape.png").exists() and not (root.parent / "escape.png").exists()
+
+
+def test_upload_limits(studio):
+    client, _ = studio
+    client.post("/v1/classes", json={"name": "cat"})
+    big = client.post("/v1/classes/cat/images", files=[("file", ("big.png", b"\0" * (2 << 20), "image/png"))])
+    assert big.status_code == 413 and "send fewer files" in big.json()["error"]
+    many = client.post("/v1/classes/cat/images", files=[("file", (f"{i}.png", b"x", "image/png")) for i in range(65)])
+    assert many.status_code == 400
+    raw = client.post("/v1/classes/cat/images", content=png(), headers={"Content-Type": "image/png"})
+    assert raw.status_code == 415
+    assert client.post("/v1/classes/dog/images", files=[("file", ("a.png", png(), "image/png"))]).status_code == 404
+
+
+def test_listing_thumbnails_moves_and_deletes(studio):
+    client, root = studio
+    for name in ("cat", "dog"):
+        client.post("/v1/classes", json={"name": name})
+    files = [("file", (f"{i:03d}.png", png(seed=i), "image/png")) for i in range(12)]
+    client.post("/v1/classes/cat/images", files=files)
+    page = client.get("/v1/classes/cat/images?offset=5&limit=4").json()
+    assert page["total"] == 12 and [i["name"] for i in page["images"]] == ["005.png", "006.png", "007.png", "008.png"]
+    assert client.get("/v1/classes/cat/images?limit=0").status_code == 422
+    thumb = client.get("/v1/classes/cat/images/005.png/thumb")
+    assert thumb.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(thumb.content)).size == (160, 160)
+    assert client.get("/v1/classes/cat/images/005.png").content == png(seed=5)
+    moved = client.post("/v1/classes/cat/images/005.png/move", json={"to": "dog"}).json()
+    assert moved["name"] == "005.png" and [c["images"] for c in moved["classes"]] == [11, 1]
+    assert (root / "data" / "dog" / "005.png").read_bytes() == png(seed=5)
+    client.delete("/v1/classes/cat/images/006.png")
+    assert not (root / "data" / "cat" / "006.png").exists() and any((root / ".trash").rglob("006.png"))
+    assert client.post("/v1/classes/cat/images/007.png/move", json={"to": "nope"}).status_code == 404
+
+
+def test_no_request_reaches_outside_the_project(studio, tmp_path):
+    client, root = studio
+    client.post("/v1/classes", json={"name": "cat"})
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(png())
+    os.symlink(secret, root / "data" / "cat" / "link.png")
+    os.symlink(tmp_path, root / "data" / "linked_class")
+    for path in [
+        "/v1/classes/cat/images/link.png",
+        "/v1/classes/cat/images/..%2F..%2F..%2Fsecret.png",
+        "/v1/classes/..%2F..%2F/images/secret.png",
+        "/v1/classes/linked_class/images/secret.png",
+        "/v1/classes/cat/images/.upload-x.png",
+    ]:
+        assert client.get(path).status_code == 404, path
+    assert client.delete("/v1/classes/linked_class").status_code == 404
+    assert secret.exists() and "linked_class" not in names(client.get("/v1/project"))
+
+
+def test_other_sites_cannot_drive_the_studio(studio):
+    client, _ = studio
+    r = client.post("/v1/classes", json={"name": "x"}, headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403
+    assert client.get("/v1/project", headers={"Host": "evil.example"}).status_code == 421
+    assert client.get("/v1/project", headers={"Origin": "http://testserver"}).status_code == 200
+
+
+def test_the_doctor_sees_what_the_studio_collected(studio):
+    client, _ = studio
+    for name in ("cat", "dog"):
+        client.post("/v1/classes", json={"name": name})
+    same = png(seed=7)
+    two = [("file", ("a.png", same, "image/png")), ("file", ("b.png", png(seed=8), "image/png"))]
+    client.post("/v1/classes/cat/images", files=two)
+    client.post("/v1/classes/dog/images", files=[("file", ("c.png", same, "image/png"))])
+    report = client.get("/v1/doctor").json()
+    assert any(p["kind"] == "duplicate_across_classes" for p in report["problems"])
+    assert report["counts"]["all"] == {"cat": 2, "dog": 1}
+
+
+def test_the_page_is_served_with_its_files_and_no_other_origin(studio):
+    client, _ = studio
+    page = client.get("/")
+    assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
+    for src in ("/static/studio.js", "/static/studio.css"):
+        assert client.get(src).status_code == 200 and src in page.text
+    assert "http" not in page.text.replace("http-equiv", "")  # no CDN, no external request
+
+
+def test_the_command_serves_a_project_and_refuses_a_file(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    assert main(["studio", str(tmp_path / "a_file"), "--no-browser", "--port", "0"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    server = subprocess.Popen(
+        [sys.executable, "-m", "imgclf.cli", "studio", str(tmp_path / "proj"), "--no-browser", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        assert "imgclf studio:" in line, line
+        url = line.split(" on ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "v1/project", timeout=5) as r:
+                    assert json.load(r)["path"] == str(tmp_path / "proj")
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
