@@ -256,3 +256,52 @@ def test_studio_collects_images_into_classes_from_the_keyboard_and_file_picker(s
     assert wide <= 390, "no sideways scrolling at phone width"
     assert problems == []
     assert requested and all(u.startswith(server + "/") or u.startswith("blob:") for u in requested), requested
+
+
+def test_studio_trains_shows_progress_survives_a_reload_and_shows_accuracy(studio_server):
+    """Train from the page: progress and curves as they come, a reload reattaches to the
+    running job, and the accuracy shown is the run's."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} not found: apt-get install chromium chromium-driver"
+    server, project = studio_server
+    for name in ("bag", "trouser", "sneaker"):
+        httpx2.post(f"{server}/v1/classes", json={"name": name})
+        files = [("file", (p.name, p.read_bytes(), "image/png")) for p in sorted((SAMPLE / "train" / name).glob("*.png"))[:12]]
+        assert httpx2.post(f"{server}/v1/classes/{name}/images", files=files).json()["refused"] == []
+    problems: list[str] = []
+    requested: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda r: requested.append(r.url))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(server + "/")
+            page.wait_for_selector("#preset option[value=fast]", state="attached", timeout=30_000)
+            page.click("#train-form summary")
+            page.select_option("#fine_tune", "off")
+            page.click("#train-button")
+            page.wait_for_selector("#cancel-button:visible", timeout=10_000)
+            page.reload()  # the job runs on: the page finds it again
+            page.wait_for_selector("#cancel-button:visible", timeout=10_000)
+            assert page.is_disabled("#train-button")
+            page.wait_for_selector("#train-status:has-text('epoch')", timeout=120_000)
+            page.wait_for_selector("#train-result:visible", timeout=120_000)
+            assert page.is_hidden("#cancel-button") and page.is_enabled("#train-button")
+            shown = page.inner_text("#accuracy")
+            rows = page.eval_on_selector_all("#per-class tbody tr", "rows => rows.length")
+            page.screenshot(path=str(ARTIFACTS / "studio-trained-1280.png"), full_page=True)
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.screenshot(path=str(ARTIFACTS / "studio-trained-390.png"), full_page=True)
+        finally:
+            browser.close()
+    (run,) = [p for p in (project / "runs").iterdir() if p.is_dir()]
+    metrics = json.loads((run / "metrics.json").read_text())
+    split = "test" if "test" in metrics else "val"
+    assert shown.startswith(f"{'Test' if split == 'test' else 'Validation'} accuracy: {100 * metrics[split]['accuracy']:.1f} %")
+    assert rows == 3 and problems == []
+    assert all(u.startswith(server + "/") or u.startswith("blob:") for u in requested), requested

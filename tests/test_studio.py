@@ -19,7 +19,7 @@ from imgclf.cli import main
 from imgclf.serving.studio.app import create_studio_app
 from imgclf.serving.studio.config import StudioConfig
 
-from .conftest import COLORS, make_image, png_header_only
+from .conftest import COLORS, SAMPLE, make_image, png_header_only
 
 
 def png(color=(200, 30, 30), size=48, seed=0) -> bytes:
@@ -233,3 +233,75 @@ def test_the_command_serves_a_project_and_refuses_a_file(tmp_path, capsys):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture
+def sample_project(tmp_path):
+    """A Studio on a project of three of the sample's classes, 12 images each."""
+    import shutil
+
+    for name in ("bag", "sneaker", "trouser"):
+        (tmp_path / "p" / "data" / name).mkdir(parents=True)
+        for image in sorted((SAMPLE / "train" / name).glob("*.png"))[:12]:
+            shutil.copy(image, tmp_path / "p" / "data" / name / image.name)
+    app = create_studio_app(StudioConfig(project=str(tmp_path / "p")))
+    with TestClient(app) as client:
+        yield client, tmp_path / "p"
+
+
+def follow(client, after: int = 0, until: str = "end") -> list[dict]:
+    """The job's server-sent events from ``after``, read until one of kind ``until``."""
+    seen = []
+    with client.stream("GET", f"/v1/jobs/current/events?after={after}") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:]))
+                if seen[-1]["event"] == until:
+                    break
+    return seen
+
+
+def test_training_from_the_studio_streams_its_progress_and_keeps_one_job_at_a_time(sample_project):
+    client, root = sample_project
+    assert client.post("/v1/jobs", json={"epochs": 0}).status_code == 400
+    bad = client.post("/v1/jobs", json={"preset": "huge"})
+    assert bad.status_code == 400 and "--preset huge" in bad.json()["error"]
+    started = client.post("/v1/jobs", json={"preset": "fast", "fine_tune": "off"})
+    assert started.status_code == 201 and started.json()["state"] == "running"
+    again = client.post("/v1/jobs", json={"preset": "fast"})
+    assert again.status_code == 409 and "under way" in again.json()["error"]
+    first = follow(client, until="epoch")  # the page as it follows the run...
+    reloaded = client.get("/v1/jobs/current").json()  # ...a reload: what was said so far...
+    assert reloaded["job"]["state"] == "running" and reloaded["events"][: len(first)] == first
+    rest = follow(client, after=len(first))  # ...and the rest, from there
+    events = first + rest
+    kinds = [e["event"] for e in events]
+    assert "progress" in kinds and kinds[-1] == "end"
+    embedding = [e for e in events if e["event"] == "progress" and e["task"].startswith("embedding")]
+    assert embedding[-1]["done"] == embedding[-1]["total"] == 36
+    epochs = [e for e in events if e["event"] == "epoch" and e["stage"] == "head"]
+    assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1)) and len(epochs) >= 5
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(epochs[-1]["logs"])
+    end = events[-1]
+    assert end["state"] == "finished" and end["metrics"]["val"]["accuracy"] >= 0.75  # bags, sneakers, trousers
+    run = started.json()["run"]
+    metrics = json.loads((root / "runs" / run / "metrics.json").read_text())
+    assert end["metrics"]["val"]["accuracy"] == metrics["val"]["accuracy"]
+    listed = client.get("/v1/runs").json()["runs"]
+    assert listed[0]["run"] == run and listed[0]["report"]
+    report = client.get(f"/runs/{run}/report.html")
+    assert report.status_code == 200 and "default-src 'none'" in report.headers["content-security-policy"]
+    assert client.get("/runs/..%2F..%2Fetc/report.html").status_code == 404
+
+
+def test_cancel_stops_the_run_as_ctrl_c_does(sample_project):
+    client, root = sample_project
+    assert client.post("/v1/jobs/current/cancel").status_code == 409  # nothing runs
+    started = client.post("/v1/jobs", json={"preset": "fast", "epochs": 200, "fine_tune": "off"}).json()
+    follow(client, until="progress")
+    assert client.post("/v1/jobs/current/cancel").json()["state"] == "running"  # asked to stop
+    end = follow(client)[-1]
+    assert end["state"] == "cancelled" and end["exit_code"] == 130
+    assert client.get("/v1/jobs/current").json()["job"]["state"] == "cancelled"
+    assert not (root / "runs" / started["run"] / "model.keras").exists()  # no half-written model

@@ -103,9 +103,10 @@ def _values(ctx: click.Context, config_class: type, given_only: bool = False) ->
 
 
 def _reporter(ctx: click.Context):
-    from .progress import Reporter
+    from .progress import JsonReporter, Reporter
 
-    return Reporter(quiet=ctx.find_root().params.get("quiet", False))
+    root = ctx.find_root().params
+    return JsonReporter() if root.get("log_json") else Reporter(quiet=root.get("quiet", False))
 
 
 def _say(message: str, err: bool = False) -> None:
@@ -123,8 +124,12 @@ def _console():
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
+@click.option(
+    "--log-json", is_flag=True,
+    help="Progress, messages and epochs as JSON lines on stderr instead of bars (for programs that show them).",
+)
 @click.version_option(package_name="imgclf")
-def cli(debug: bool, quiet: bool) -> None:
+def cli(debug: bool, quiet: bool, log_json: bool) -> None:
     """imgclf: a folder of images, one subfolder per class -> a small accurate classifier."""
 
 

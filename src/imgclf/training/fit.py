@@ -108,7 +108,7 @@ def fit(
         config.head_params(class_weight),
         dropout=config.dropout,
         checkpoint_dir=run.checkpoints / "head",
-        callbacks=tensorboard_callbacks(config, run, "head"),
+        callbacks=[*tensorboard_callbacks(config, run, "head"), epoch_events(reporter, "head")],
     )
     head_seconds = time.perf_counter() - started
     probs: dict[str, np.ndarray] = {}
@@ -189,7 +189,7 @@ def _fine_tune_stage(
             from_scratch=config.weights == backbones.RANDOM,
             augment=config.augment,
             checkpoint_dir=run.checkpoints / "fine_tune",
-            callbacks=[*tensorboard_callbacks(config, run, "fine_tune"), epoch_done],
+            callbacks=[*tensorboard_callbacks(config, run, "fine_tune"), epoch_done, epoch_events(reporter, "fine_tune")],
         )
     for layer, flag in trainable_before:
         layer.trainable = flag
@@ -268,6 +268,15 @@ def history_csv(history: dict[str, list[float]], head_epochs: int) -> str:
         stage, epoch = ("head", i + 1) if i < head_epochs else ("fine_tune", i + 1 - head_epochs)
         w.writerow([stage, epoch, *(f"{history[k][i]:.6f}" if i < len(history[k]) else "" for k in keys)])
     return buf.getvalue()
+
+
+def epoch_events(reporter: Reporter, stage: str) -> Any:
+    """A Keras callback telling ``reporter`` each finished epoch of ``stage`` (1-based) and its logs.
+
+    Example: ``model.fit(x, y, callbacks=[epoch_events(reporter, "head")])``."""
+    from .._keras import keras
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: reporter.epoch(stage, epoch + 1, dict(logs or {})))
 
 
 def tensorboard_callbacks(config: TrainConfig, run: RunDir, stage: str) -> list:

@@ -11,6 +11,12 @@ Routes (JSON in and out; every error ``{"error": "..."}``):
 - ``GET /v1/classes/{name}/images/{image}`` (the file), ``.../thumb`` (a small JPEG),
   ``DELETE`` (to the trash), ``POST .../move`` ``{"to"}``;
 - ``GET /v1/doctor``: the dataset doctor's findings on ``data/``;
+- ``POST /v1/jobs`` ``{"preset", "backbone", "epochs", "fine_tune", "augment"}``: train
+  (jobs.py; 409 while a run is under way), ``GET /v1/jobs/current`` (state and events so
+  far: a reloaded page reattaches), ``GET /v1/jobs/current/events?after=N`` (server-sent
+  events as they come), ``POST /v1/jobs/current/cancel``;
+- ``GET /v1/options``: what the page offers (presets, offline backbones, ...);
+- ``GET /v1/runs``: the project's runs and their accuracy; ``GET /runs/{run}/report.html``;
 - ``GET /`` and ``/static/*``: the page.
 
 The same Host and Origin checks as ``imgclf serve`` (guard.py): a page on another site
@@ -20,23 +26,28 @@ as ``serve`` limits them (uploads.py).
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from ...data.decode import DecodeError, decode_image
+from ...errors import UsageError
 from ..app import add_error_handlers
 from ..guard import BrowserGuard
 from ..pages import PAGE_HEADERS, PageFiles
 from ..uploads import BodyTooLarge, BodyTooSlow, paced_receive
 from .config import StudioConfig
+from .jobs import Jobs, run_metrics
 from .project import Conflict, NotFound, Project, Refused
 
 STATIC = Path(__file__).parent / "static"
@@ -57,6 +68,21 @@ class OrderBody(BaseModel):
 
 class MoveBody(BaseModel):
     to: str
+
+
+class TrainBody(BaseModel):
+    preset: str | None = None
+    backbone: str | None = None
+    epochs: int | None = None
+    fine_tune: str | None = None
+    augment: str | None = None
+
+
+# A run's report.html is self-contained: inline styles and data: images, no script.
+REPORT_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def create_studio_app(config: StudioConfig) -> FastAPI:
@@ -85,9 +111,17 @@ def create_studio_app(config: StudioConfig) -> FastAPI:
     async def refused(request: Request, exc: Refused) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, 400)
 
+    @app.exception_handler(UsageError)
+    async def bad_option(request: Request, exc: UsageError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, 400)
+
     app.add_middleware(BrowserGuard, bind_host=config.host, allowed_hosts=None, allowed_origins=[])
     _add_class_routes(app, project)
     _add_image_routes(app, project, config)
+    jobs = Jobs(project)
+    app.state.jobs = jobs
+    app.router.add_event_handler("shutdown", jobs.stop)
+    _add_job_routes(app, jobs)
 
     @app.get("/v1/project")
     def project_info() -> dict[str, Any]:
@@ -182,6 +216,77 @@ def _add_image_routes(app: FastAPI, project: Project, config: StudioConfig) -> N
     @app.post("/v1/classes/{name}/images/{image}/move")
     def move_image(name: str, image: str, body: MoveBody) -> dict[str, Any]:
         return {"name": project.move_image(name, image, body.to), "classes": project.classes()}
+
+
+def _add_job_routes(app: FastAPI, jobs: Jobs) -> None:
+    project = jobs.project
+
+    @app.post("/v1/jobs", status_code=201)
+    def start(body: TrainBody) -> dict[str, Any]:
+        return jobs.start(body.model_dump(exclude_none=True)).summary()
+
+    @app.get("/v1/jobs/current")
+    def current() -> dict[str, Any]:
+        job = jobs.current
+        return {"job": job.summary() if job else None, "events": list(job.events) if job else []}
+
+    @app.get("/v1/jobs/current/events")
+    async def events(after: int = Query(0, ge=0)) -> StreamingResponse:
+        job = jobs.current
+        if job is None:
+            raise HTTPException(404, "no training run yet")
+
+        async def stream() -> AsyncIterator[str]:
+            sent, quiet = after, 0.0
+            while True:
+                fresh = job.events[sent:]
+                for event in fresh:
+                    sent += 1
+                    yield f"id: {sent}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+                if job.state != "running" and sent >= len(job.events):
+                    return
+                quiet = 0.0 if fresh else quiet + 0.25
+                if quiet >= 15:  # a comment now and then, so proxies and browsers keep the stream open
+                    quiet = 0.0
+                    yield ": still training\n\n"
+                await asyncio.sleep(0.25)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    @app.post("/v1/jobs/current/cancel")
+    def cancel() -> dict[str, Any]:
+        return jobs.cancel().summary()
+
+    @app.get("/v1/options")
+    def options() -> dict[str, Any]:
+        from ...api import models
+        from ...training.config import AUGMENT
+        from ...training.presets import PRESETS
+
+        return {
+            "presets": list(PRESETS),
+            "backbones": [m["name"] for m in models() if m.get("offline")],  # nothing to download
+            "augment": list(AUGMENT),
+            "fine_tune": ["auto", "off"],
+        }
+
+    @app.get("/v1/runs")
+    def runs() -> dict[str, Any]:
+        found = sorted((p for p in project.runs.iterdir() if p.is_dir() and not p.is_symlink()), reverse=True)
+        return {
+            "runs": [
+                {"run": p.name, "metrics": run_metrics(p), "report": (p / "report.html").is_file()}
+                for p in found
+                if (p / "config.json").is_file()
+            ]
+        }
+
+    @app.get("/runs/{run}/report.html", include_in_schema=False)
+    def report(run: str) -> FileResponse:
+        folder = project.runs / run
+        if run != Path(run).name or run.startswith(".") or folder.is_symlink() or not (folder / "report.html").is_file():
+            raise NotFound(f"no report of a run {run!r}")
+        return FileResponse(folder / "report.html", headers=REPORT_HEADERS)
 
 
 async def _read_files(request: Request, config: StudioConfig) -> list[tuple[str | None, bytes]]:

@@ -219,6 +219,136 @@ function setUpClasses() {
   });
 }
 
+// --- training: start, follow (server-sent events), cancel; a reload reattaches ------------
+
+const job = { events: 0, stream: null, epochs: [], task: null, started: 0 };
+
+async function setUpTraining() {
+  const options = await api("GET", "/v1/options");
+  $("preset").replaceChildren(...options.presets.map((p) => element("option", { value: p, textContent: p })));
+  for (const [id, values] of [["backbone", options.backbones], ["fine_tune", options.fine_tune], ["augment", options.augment]]) {
+    $(id).append(...values.map((v) => element("option", { value: v, textContent: v })));
+  }
+  $("train-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = {};
+    for (const id of ["preset", "backbone", "fine_tune", "augment"]) if ($(id).value) body[id] = $(id).value;
+    if ($("epochs").value) body.epochs = Number($("epochs").value);
+    try {
+      await api("POST", "/v1/jobs", body);
+      resetJob();
+      follow(0);
+    } catch (error) {
+      $("train-status").textContent = error.message;
+    }
+  });
+  $("cancel-button").addEventListener("click", async () => {
+    try { await api("POST", "/v1/jobs/current/cancel"); } catch (error) { $("train-status").textContent = error.message; }
+  });
+  const current = await api("GET", "/v1/jobs/current");
+  if (!current.job) return;
+  resetJob();
+  current.events.forEach(showEvent);
+  job.events = current.events.length;
+  if (current.job.state === "running") follow(job.events);
+}
+
+function resetJob() {
+  Object.assign(job, { events: 0, epochs: [], task: null, started: performance.now() });
+  $("train-result").hidden = true;
+  $("train-progress").hidden = false;
+  $("curves").hidden = false;
+  setRunning(true);
+  drawCurves();
+}
+
+function setRunning(running) {
+  $("train-button").disabled = running;
+  $("cancel-button").hidden = !running;
+}
+
+function follow(after) {
+  if (job.stream) job.stream.close();
+  job.stream = new EventSource(`/v1/jobs/current/events?after=${after}`);
+  job.stream.onmessage = (message) => {
+    job.events += 1;
+    const event = JSON.parse(message.data);
+    showEvent(event);
+    if (event.event === "end") job.stream.close();
+  };
+  job.stream.onerror = () => {
+    job.stream.close();
+    setTimeout(() => api("GET", "/v1/jobs/current").then((c) => c.job && c.job.state === "running" && follow(job.events)), 2000);
+  };
+}
+
+function showEvent(event) {
+  const status = $("train-status");
+  if (event.event === "progress") {
+    if (job.task !== event.task) Object.assign(job, { task: event.task, taskStarted: performance.now() });
+    const rate = event.done / Math.max(0.001, (performance.now() - job.taskStarted) / 1000);
+    status.textContent = `${event.task}: ${event.done} of ${event.total}` + (event.done ? ` (${rate.toFixed(0)} per second)` : "");
+    $("train-progress").max = event.total || 1;
+    $("train-progress").value = event.done;
+  } else if (event.event === "epoch") {
+    job.epochs.push(event);
+    const logs = event.logs;
+    status.textContent = `${event.stage === "head" ? "head" : "fine-tuning"} epoch ${event.epoch}: ` +
+      `accuracy ${(logs.accuracy ?? 0).toFixed(3)}` + (logs.val_accuracy !== undefined ? `, validation ${logs.val_accuracy.toFixed(3)}` : "");
+    drawCurves();
+  } else if (event.event === "info" || event.event === "warning" || event.event === "error" || event.event === "log") {
+    if (event.event !== "log") status.textContent = (event.event === "info" ? "" : `${event.event}: `) + event.message;
+  } else if (event.event === "end") {
+    setRunning(false);
+    $("train-progress").hidden = true;
+    if (event.state === "finished") showResult(event.metrics);
+    else status.textContent = event.state === "cancelled" ? "cancelled: the finished epochs are kept" : `failed: ${status.textContent}`;
+    loadProject();
+  }
+}
+
+function showResult(metrics) {
+  const split = metrics.test ? "test" : "val";
+  const m = metrics[split];
+  const cached = metrics.images_from_cache ? `, ${metrics.images_from_cache} from the cache` : "";
+  $("train-status").textContent = `done in ${Math.round(metrics.seconds || 0)} s: ${metrics.images_embedded} images embedded${cached}`;
+  $("accuracy").textContent = m ? `${split === "test" ? "Test" : "Validation"} accuracy: ${(100 * m.accuracy).toFixed(1)} % on ${m.n} images` : "no validation images";
+  const rows = m ? Object.entries(m.per_class).map(([name, c]) => element("tr", {},
+    element("td", { textContent: name }), element("td", { textContent: `${(100 * c.recall).toFixed(0)} %` }),
+    element("td", { textContent: `${(100 * c.precision).toFixed(0)} %` }), element("td", { textContent: String(c.support) }))) : [];
+  $("per-class").tBodies[0].replaceChildren(...rows);
+  api("GET", "/v1/runs").then((r) => { if (r.runs.length) $("report-link").href = `/runs/${encodeURIComponent(r.runs[0].run)}/report.html`; });
+  $("train-result").hidden = false;
+}
+
+function drawCurves() {
+  // Drawn by hand on a canvas: a chart library would be a download, and this is two lines.
+  const canvas = $("curves");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const head = job.epochs.filter((e) => e.stage === job.epochs.at(-1)?.stage);
+  ctx.font = "12px system-ui";
+  ctx.fillStyle = "#5f6b7a";
+  ctx.fillText(head.length ? `${head[0].stage === "head" ? "head" : "fine-tuning"}: accuracy (blue), validation (green), loss (grey)` : "curves appear as epochs finish", 8, 14);
+  if (head.length < 2) return;
+  const maxLoss = Math.max(...head.map((e) => Math.max(e.logs.loss ?? 0, e.logs.val_loss ?? 0)), 1e-6);
+  const series = [["accuracy", "#2364d2", 1], ["val_accuracy", "#1e8a3a", 1], ["loss", "#9aa3ad", maxLoss]];
+  for (const [key, color, scale] of series) {
+    ctx.strokeStyle = color;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    head.forEach((e, i) => {
+      const v = e.logs[key];
+      if (v === undefined || v === null) return;
+      const x = 8 + (i / (head.length - 1)) * (canvas.width - 16);
+      const y = canvas.height - 8 - (v / scale) * (canvas.height - 30);
+      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    });
+    ctx.stroke();
+  }
+}
+
 setUpClasses();
 setUpUploads();
 loadProject().catch((error) => { $("project").textContent = `cannot load the project: ${error.message}`; });
+setUpTraining().catch((error) => { $("train-status").textContent = `training is not available: ${error.message}`; });
