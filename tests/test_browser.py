@@ -32,6 +32,8 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--disable-sync",
 ]
+# Chromium's own test camera (a moving pattern) and an automatic yes to the camera prompt.
+FAKE_WEBCAM = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 ARTIFACTS = ROOT / "test-artifacts"
 IMAGE = sorted((SAMPLE / "test" / "sneaker").glob("*.png"))[0]
 
@@ -237,9 +239,9 @@ def test_studio_collects_images_into_classes_from_the_keyboard_and_file_picker(s
             files.append({"name": "notes.png", "mimeType": "image/png", "buffer": b"hello"})
             page.set_input_files("#file-input", files=files)
             page.wait_for_selector("#upload-status:has-text('added 3 image(s), refused 1')", timeout=30_000)
-            page.wait_for_function("document.querySelectorAll('#images li img').length === 3")
+            page.wait_for_function("() => document.querySelectorAll('#images li img').length === 3")
             page.wait_for_function(
-                "[...document.querySelectorAll('#images li img')].every(i => i.complete && i.naturalWidth > 0)"
+                "() => [...document.querySelectorAll('#images li img')].every(i => i.complete && i.naturalWidth > 0)"
             )
             refused = page.text_content("#refused")  # inside a closed <details>: not rendered
             page.screenshot(path=str(ARTIFACTS / "studio-1280.png"), full_page=True)
@@ -274,13 +276,14 @@ def test_studio_trains_shows_progress_survives_a_reload_and_shows_accuracy(studi
     problems: list[str] = []
     requested: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *FAKE_WEBCAM])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("request", lambda r: requested.append(r.url))
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(server + "/")
+            assert page.is_hidden("#try")  # nothing trained yet
             page.wait_for_selector("#preset option[value=fast]", state="attached", timeout=30_000)
             page.click("#train-form summary")
             page.select_option("#fine_tune", "off")
@@ -294,6 +297,17 @@ def test_studio_trains_shows_progress_survives_a_reload_and_shows_accuracy(studi
             assert page.is_hidden("#cancel-button") and page.is_enabled("#train-button")
             shown = page.inner_text("#accuracy")
             rows = page.eval_on_selector_all("#per-class tbody tr", "rows => rows.length")
+            # Try: an image through the file picker, then the (fake) webcam's frames.
+            page.wait_for_selector("#try:visible", timeout=10_000)
+            image = sorted((SAMPLE / "test" / "trouser").glob("*.png"))[0]
+            page.set_input_files("#try-input", files=[{"name": image.name, "mimeType": "image/png", "buffer": image.read_bytes()}])
+            page.wait_for_function("() => document.querySelectorAll('#try-bars li').length === 3", timeout=60_000)
+            tried = page.eval_on_selector("#try-bars li", "li => li.dataset.label")
+            page.evaluate("document.getElementById('try-bars').replaceChildren()")
+            page.click("#webcam-button")
+            page.wait_for_function("() => document.querySelectorAll('#try-bars li').length === 3", timeout=60_000)
+            webcam_answer = page.inner_text("#try-answer")
+            page.click("#webcam-button")
             page.screenshot(path=str(ARTIFACTS / "studio-trained-1280.png"), full_page=True)
             page.set_viewport_size({"width": 390, "height": 844})
             page.screenshot(path=str(ARTIFACTS / "studio-trained-390.png"), full_page=True)
@@ -305,3 +319,8 @@ def test_studio_trains_shows_progress_survives_a_reload_and_shows_accuracy(studi
     assert shown.startswith(f"{'Test' if split == 'test' else 'Validation'} accuracy: {100 * metrics[split]['accuracy']:.1f} %")
     assert rows == 3 and problems == []
     assert all(u.startswith(server + "/") or u.startswith("blob:") for u in requested), requested
+    import imgclf
+
+    (expected,) = imgclf.load(run).predict([image], top_k=1)
+    assert tried == expected["predictions"][0]["label"]  # the page's best class is imgclf predict's
+    assert webcam_answer  # a label or "not sure": the webcam's frames were classified

@@ -293,6 +293,20 @@ def test_training_from_the_studio_streams_its_progress_and_keeps_one_job_at_a_ti
     report = client.get(f"/runs/{run}/report.html")
     assert report.status_code == 200 and "default-src 'none'" in report.headers["content-security-policy"]
     assert client.get("/runs/..%2F..%2Fetc/report.html").status_code == 404
+    # Try: the page's answer is imgclf predict's, "not sure" under the run's threshold.
+    import imgclf
+
+    image = sorted((SAMPLE / "test" / "sneaker").glob("*.png"))[0]
+    tried = client.post(f"/v1/runs/{run}/predict", files=[("file", (image.name, image.read_bytes(), "image/png"))]).json()
+    (expected,) = imgclf.load(root / "runs" / run).predict([image], top_k=3)
+    assert tried["predictions"][0]["label"] == expected["predictions"][0]["label"]
+    assert len(tried["predictions"]) == 3 and tried["threshold"] == metrics["unknown_threshold"]["value"]
+    assert tried["answer"] == (tried["predictions"][0]["label"] if tried["predictions"][0]["score"] >= tried["threshold"] else None)
+    unsure = client.post(f"/v1/runs/{run}/predict?threshold=1.01", files=[("file", ("x.png", image.read_bytes(), "image/png"))])
+    assert unsure.json()["answer"] is None
+    not_image = client.post(f"/v1/runs/{run}/predict", files=[("file", ("x.png", b"hello", "image/png"))])
+    assert not_image.status_code == 415
+    assert client.post("/v1/runs/nope/predict", files=[("file", ("x.png", image.read_bytes(), "image/png"))]).status_code == 404
 
 
 def test_cancel_stops_the_run_as_ctrl_c_does(sample_project):

@@ -15,7 +15,7 @@ from .. import backbones
 from ..data.dataset import Dataset, load_dataset
 from ..data.prepare import checked_split
 from ..errors import DataError, UsageError
-from ..evaluation.metrics import compute_metrics
+from ..evaluation.metrics import KEEP_CORRECT, compute_metrics, unknown_threshold
 from ..fileio import atomic_path, write_json, write_text
 from ..progress import Reporter
 from ..rundir import RunDir, RunRecord, make_record
@@ -259,6 +259,9 @@ def _fit_and_save(config, backbone, size, features, dataset, vectors, embedded, 
     metrics: dict[str, Any] = {
         name: compute_metrics(vectors[name].y, probs, dataset.classes) for name, probs in fitted.probs.items()
     }
+    if "val" in fitted.probs:
+        threshold = unknown_threshold(vectors["val"].y, fitted.probs["val"])
+        metrics["unknown_threshold"] = {"value": threshold, "keep_correct": KEEP_CORRECT, "split": "val"}
     report_split = "test" if "test" in fitted.probs else ("val" if "val" in fitted.probs else None)
     if report_split:
         shown = vectors[report_split]

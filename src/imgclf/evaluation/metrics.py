@@ -46,3 +46,25 @@ def compute_metrics(
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
     return out
+
+
+# The share of correct validation answers an "unknown" threshold keeps (see unknown_threshold).
+KEEP_CORRECT = 0.95
+
+
+def unknown_threshold(y_true: Sequence[int], probs: np.ndarray, keep: float = KEEP_CORRECT) -> float | None:
+    """The confidence under which an answer is "not sure": the one that ``keep`` of the correct
+    validation answers reach (their top-1 probability's ``1 - keep`` quantile). An input less
+    sure than almost every right answer the model gave is likely none of its classes, or a
+    hard case. None without a correct answer to learn it from.
+
+    Example
+    -------
+    >>> round(unknown_threshold([0, 0, 1, 1], np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]]), 0.5), 3)
+    0.75
+    """
+    probs = np.asarray(probs)
+    correct = probs.argmax(axis=1) == np.asarray(y_true, dtype=int)
+    if not correct.any():
+        return None
+    return float(np.quantile(probs[correct].max(axis=1), 1 - keep))

@@ -17,6 +17,8 @@ Routes (JSON in and out; every error ``{"error": "..."}``):
   events as they come), ``POST /v1/jobs/current/cancel``;
 - ``GET /v1/options``: what the page offers (presets, offline backbones, ...);
 - ``GET /v1/runs``: the project's runs and their accuracy; ``GET /runs/{run}/report.html``;
+- ``POST /v1/runs/{run}/predict[?threshold=]``: one image -> every class's score, and the
+  answer, or null ("not sure") under the run's ``unknown_threshold`` (or the one given);
 - ``GET /`` and ``/static/*``: the page.
 
 The same Host and Origin checks as ``imgclf serve`` (guard.py): a page on another site
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from ...data.decode import DecodeError, decode_image
+from ...data.decode import IMAGE_FORMATS, DecodeError, decode_image
 from ...errors import UsageError
 from ..app import add_error_handlers
 from ..guard import BrowserGuard
@@ -121,7 +124,7 @@ def create_studio_app(config: StudioConfig) -> FastAPI:
     jobs = Jobs(project)
     app.state.jobs = jobs
     app.router.add_event_handler("shutdown", jobs.stop)
-    _add_job_routes(app, jobs)
+    _add_job_routes(app, jobs, config)
 
     @app.get("/v1/project")
     def project_info() -> dict[str, Any]:
@@ -218,7 +221,7 @@ def _add_image_routes(app: FastAPI, project: Project, config: StudioConfig) -> N
         return {"name": project.move_image(name, image, body.to), "classes": project.classes()}
 
 
-def _add_job_routes(app: FastAPI, jobs: Jobs) -> None:
+def _add_job_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
     project = jobs.project
 
     @app.post("/v1/jobs", status_code=201)
@@ -283,10 +286,58 @@ def _add_job_routes(app: FastAPI, jobs: Jobs) -> None:
 
     @app.get("/runs/{run}/report.html", include_in_schema=False)
     def report(run: str) -> FileResponse:
-        folder = project.runs / run
-        if run != Path(run).name or run.startswith(".") or folder.is_symlink() or not (folder / "report.html").is_file():
+        folder = _run_folder(project, run)
+        if not (folder / "report.html").is_file():
             raise NotFound(f"no report of a run {run!r}")
         return FileResponse(folder / "report.html", headers=REPORT_HEADERS)
+
+    models = _Models()
+
+    @app.post("/v1/runs/{run}/predict")
+    async def predict(run: str, request: Request, threshold: float | None = Query(None, ge=0, le=1.01)) -> dict[str, Any]:
+        folder = _run_folder(project, run)
+        if not (folder / "model.keras").is_file():
+            raise NotFound(f"run {run!r} has no model (not finished?)")
+        files = await _read_files(request, config)
+        data = files[0][1]
+        try:
+            pixels = await run_in_threadpool(decode_image, data, None, max_pixels=config.max_pixels, formats=IMAGE_FORMATS)
+        except DecodeError as exc:
+            raise HTTPException(415 if str(exc).startswith("not an image") else 400, str(exc)) from None
+        clf, name = await run_in_threadpool(models.get, folder)
+        (row,) = await run_in_threadpool(clf.predict, [pixels], len(clf.classes))
+        chosen = run_metrics(folder).get("unknown_threshold") if threshold is None else threshold
+        best = row["predictions"][0]
+        sure = chosen is None or best["score"] >= chosen
+        return {"predictions": row["predictions"], "threshold": chosen, "answer": best["label"] if sure else None, "model": name}
+
+
+def _run_folder(project: Project, run: str) -> Path:
+    """A run of the project by name: only a direct, real child of ``runs/``."""
+    folder = project.runs / run
+    if run != Path(run).name or run in ("", ".", "..") or run.startswith(".") or folder.is_symlink() or not folder.is_dir():
+        raise NotFound(f"no run {run!r} in this project")
+    return folder
+
+
+class _Models:
+    """The model of the run being tried, loaded once (its float32 ``.tflite`` when exported,
+    else ``model.keras``); trying another run replaces it, so the Studio holds one model."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: tuple[Path, float, Any, str] | None = None
+
+    def get(self, folder: Path) -> tuple[Any, str]:
+        from ...inference.classifier import load
+        from ..app import resolve_model
+
+        stamp = (folder / "model.keras").stat().st_mtime
+        with self._lock:
+            if self._loaded is None or self._loaded[:2] != (folder, stamp):
+                path, _ = resolve_model(folder)
+                self._loaded = (folder, stamp, load(path), path.name)
+            return self._loaded[2], self._loaded[3]
 
 
 async def _read_files(request: Request, config: StudioConfig) -> list[tuple[str | None, bytes]]:

@@ -172,6 +172,7 @@ def run_metrics(run_dir: Path) -> dict[str, Any]:
         "images_embedded": metrics.get("images_embedded"),  # the rest came from the embedding cache
         "images_from_cache": metrics.get("images_from_cache"),
         "seconds": (metrics.get("timing_seconds") or {}).get("total"),
+        "unknown_threshold": (metrics.get("unknown_threshold") or {}).get("value"),
     }
     for split in ("val", "test"):
         if isinstance(metrics.get(split), dict):

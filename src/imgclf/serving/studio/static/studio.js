@@ -301,7 +301,7 @@ function showEvent(event) {
   } else if (event.event === "end") {
     setRunning(false);
     $("train-progress").hidden = true;
-    if (event.state === "finished") showResult(event.metrics);
+    if (event.state === "finished") { showResult(event.metrics); loadRuns(); }
     else status.textContent = event.state === "cancelled" ? "cancelled: the finished epochs are kept" : `failed: ${status.textContent}`;
     loadProject();
   }
@@ -348,6 +348,116 @@ function drawCurves() {
   }
 }
 
+// --- try: an image (dropped, pasted, picked, or the webcam's frames) through a run's model ---
+
+const trying = { threshold: 0, last: null, webcam: null, busy: false };
+
+async function loadRuns() {
+  const { runs } = await api("GET", "/v1/runs");
+  const finished = runs.filter((r) => r.metrics && (r.metrics.val || r.metrics.test));
+  $("try").hidden = !finished.length;
+  const select = $("try-run");
+  const chosen = select.value;
+  select.replaceChildren(...finished.map((r) => element("option", { value: r.run, textContent: r.run })));
+  if (finished.some((r) => r.run === chosen)) select.value = chosen;
+  const run = finished.find((r) => r.run === select.value);
+  if (run) setThreshold(run.metrics.unknown_threshold ?? 0);
+}
+
+function setThreshold(value) {
+  trying.threshold = value;
+  $("threshold").value = String(Math.round(100 * value));
+  $("threshold-value").textContent = `${Math.round(100 * value)} %`;
+  if (trying.last) showAnswer(trying.last);
+}
+
+async function tryImage(blob) {
+  const form = new FormData();
+  form.append("file", blob, blob.name || "image.jpg");
+  const answer = await api("POST", `/v1/runs/${encodeURIComponent($("try-run").value)}/predict`, form);
+  trying.last = answer;
+  showAnswer(answer);
+}
+
+function showAnswer(answer) {
+  const best = answer.predictions[0];
+  const sure = best.score >= trying.threshold;
+  $("try-answer").textContent = sure ? `${best.label} (${(100 * best.score).toFixed(0)} %)`
+    : `not sure (best guess: ${best.label}, ${(100 * best.score).toFixed(0)} %)`;
+  $("try-answer").dataset.label = sure ? best.label : "";
+  $("try-bars").replaceChildren(...answer.predictions.map((p) => {
+    const bar = element("span");
+    bar.style.width = `${(100 * p.score).toFixed(1)}%`;
+    const row = element("li", {}, element("span", { textContent: p.label }), element("span", { className: "bar" }, bar),
+      element("span", { textContent: `${(100 * p.score).toFixed(1)} %` }));
+    row.dataset.label = p.label;
+    return row;
+  }));
+}
+
+async function toggleWebcam() {
+  const video = $("webcam");
+  if (trying.webcam) {
+    clearInterval(trying.webcam.timer);
+    trying.webcam.stream.getTracks().forEach((t) => t.stop());
+    trying.webcam = null;
+    video.hidden = true;
+    $("webcam-button").textContent = "Start the webcam";
+    return;
+  }
+  const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+  video.srcObject = stream;
+  video.hidden = false;
+  $("webcam-button").textContent = "Stop the webcam";
+  const canvas = document.createElement("canvas");
+  const timer = setInterval(() => {
+    if (trying.busy || !video.videoWidth) return;
+    trying.busy = true;
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    canvas.toBlob((blob) => tryImage(blob).catch(() => {}).finally(() => { trying.busy = false; }), "image/jpeg", 0.9);
+  }, 400);
+  trying.webcam = { stream, timer };
+}
+
+function setUpTry() {
+  const zone = $("try-zone");
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    if (event.dataTransfer.files.length) tryImage(event.dataTransfer.files[0]).catch(showTryError);
+  });
+  zone.addEventListener("paste", (event) => {
+    event.stopPropagation();  // not an upload to the open class
+    const file = event.clipboardData?.files?.[0];
+    if (file) tryImage(file).catch(showTryError);
+  });
+  for (const id of ["try-input", "try-camera"]) {
+    $(id).addEventListener("change", (event) => {
+      if (event.target.files[0]) tryImage(event.target.files[0]).catch(showTryError);
+      event.target.value = "";
+    });
+  }
+  $("threshold").addEventListener("input", () => setThreshold(Number($("threshold").value) / 100));
+  $("try-run").addEventListener("change", () => loadRuns());
+  if (!window.isSecureContext || !navigator.mediaDevices) {
+    $("webcam-button").hidden = true;
+    $("webcam-note").textContent = "The webcam needs the page on localhost or HTTPS; use Take a photo instead.";
+  } else {
+    $("webcam-button").addEventListener("click", () => toggleWebcam().catch(showTryError));
+  }
+}
+
+function showTryError(error) {
+  $("try-answer").textContent = error.message;
+  $("try-answer").dataset.label = "";
+}
+
+setUpTry();
+loadRuns().catch(() => {});
 setUpClasses();
 setUpUploads();
 loadProject().catch((error) => { $("project").textContent = `cannot load the project: ${error.message}`; });
