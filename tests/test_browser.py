@@ -300,7 +300,8 @@ def test_studio_trains_shows_progress_survives_a_reload_and_shows_accuracy(studi
             # Try: an image through the file picker, then the (fake) webcam's frames.
             page.wait_for_selector("#try:visible", timeout=10_000)
             image = sorted((SAMPLE / "test" / "trouser").glob("*.png"))[0]
-            page.set_input_files("#try-input", files=[{"name": image.name, "mimeType": "image/png", "buffer": image.read_bytes()}])
+            upload = {"name": image.name, "mimeType": "image/png", "buffer": image.read_bytes()}
+            page.set_input_files("#try-input", files=[upload])
             page.wait_for_function("() => document.querySelectorAll('#try-bars li').length === 3", timeout=60_000)
             tried = page.eval_on_selector("#try-bars li", "li => li.dataset.label")
             page.evaluate("document.getElementById('try-bars').replaceChildren()")
