@@ -309,6 +309,14 @@ def test_studio_trains_shows_progress_survives_a_reload_and_shows_accuracy(studi
             page.wait_for_function("() => document.querySelectorAll('#try-bars li').length === 3", timeout=60_000)
             webcam_answer = page.inner_text("#try-answer")
             page.click("#webcam-button")
+            # Export, then download the int8 .tflite as a user would.
+            page.click("#export-button")
+            page.wait_for_selector("#variants:visible", timeout=300_000)
+            page.wait_for_selector("#downloads a:has-text('model_int8.tflite')", timeout=30_000)
+            with page.expect_download() as download:
+                page.click("#downloads a:has-text('model_int8.tflite')")
+            int8 = project.parent / "downloaded-int8.tflite"
+            download.value.save_as(int8)
             page.screenshot(path=str(ARTIFACTS / "studio-trained-1280.png"), full_page=True)
             page.set_viewport_size({"width": 390, "height": 844})
             page.screenshot(path=str(ARTIFACTS / "studio-trained-390.png"), full_page=True)
@@ -325,3 +333,17 @@ def test_studio_trains_shows_progress_survives_a_reload_and_shows_accuracy(studi
     (expected,) = imgclf.load(run).predict([image], top_k=1)
     assert tried == expected["predictions"][0]["label"]  # the page's best class is imgclf predict's
     assert webcam_answer  # a label or "not sure": the webcam's frames were classified
+    # The downloaded int8 model loads in LiteRT and in MediaPipe, with the project's labels inside.
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    from imgclf.data.decode import decode_image
+
+    litert = imgclf.load(int8)
+    assert litert.classes == ["bag", "sneaker", "trouser"]
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(int8)), max_results=1)
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        pixels = decode_image(image, 224)
+        top = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels)).classifications[0].categories[0]
+    assert top.category_name == litert.predict([image], top_k=1)[0]["predictions"][0]["label"]

@@ -47,6 +47,21 @@ def test_tflite_carries_its_labels(exported, tmp_path, precision):
     assert clf.classes == imgclf.load(out.parent).classes
 
 
+def test_the_not_sure_threshold_travels_with_the_export(exported, trained_run):
+    """The run's unknown_threshold is in each .tflite's description and in the parity report."""
+    import json
+
+    from imgclf.litert.metadata import read_metadata
+
+    out, report = exported
+    threshold = json.loads((trained_run.run_dir / "metrics.json").read_text())["unknown_threshold"]["value"]
+    assert 0 < threshold < 1 and report["unknown_threshold"] == threshold
+    for precision in PRECISIONS:
+        description = read_metadata((out / f"model_{precision}.tflite").read_bytes()).description
+        assert f"below {threshold:.3f}" in description, precision
+    assert f"below {threshold:.3f}" in (out / "report.md").read_text()
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_tflite_serving_signature_runs_the_model(exported, trained_run, precision):
     """Converted without a SavedModel, the file still has the signature that path gave it,

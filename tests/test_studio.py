@@ -308,6 +308,28 @@ def test_training_from_the_studio_streams_its_progress_and_keeps_one_job_at_a_ti
     not_image = client.post(f"/v1/runs/{run}/predict", files=[("file", ("x.png", b"hello", "image/png"))])
     assert not_image.status_code == 415
     assert client.post("/v1/runs/nope/predict", files=[("file", ("x.png", image.read_bytes(), "image/png"))]).status_code == 404
+    # Export: a job like training; then every file to download, the .tflite with its labels inside.
+    assert client.post("/v1/runs/nope/export").status_code == 404
+    job = client.post(f"/v1/runs/{run}/export")
+    assert job.status_code == 201 and job.json()["kind"] == "export"
+    assert client.post("/v1/jobs", json={}).status_code == 409  # one job at a time
+    end = follow(client)[-1]
+    assert end["state"] == "finished", end
+    assert {v["name"] for v in end["export"]} >= {"keras", "float32", "int8"}
+    float32 = next(v for v in end["export"] if v["name"] == "float32")
+    assert float32["agreement"] == 1.0 and float32["split"] == "val" and 0.75 <= float32["accuracy"] <= 1
+    names = {f["name"] for f in end["files"]}
+    assert {"export/model_float32.tflite", "export/model_int8.tflite", "model.keras", "export/report.md"} <= names
+    tflite = client.get(f"/runs/{run}/files/export/model_int8.tflite")
+    assert tflite.status_code == 200 and "attachment" in tflite.headers["content-disposition"]
+    (root / "downloaded.tflite").write_bytes(tflite.content)
+    assert imgclf.load(root / "downloaded.tflite").classes == ["bag", "sneaker", "trouser"]  # no labels.txt beside it
+    for bad in ("config.json", "%2E%2E/%2E%2E/data/bag/x.png", "export/%2E%2E/model.keras", "checkpoints/head"):
+        assert client.get(f"/runs/{run}/files/{bad}").status_code == 404, bad
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(client.get(f"/runs/{run}/run.zip").content)) as archive:
+        assert f"{run}/model.keras" in archive.namelist() and f"{run}/export/model_float32.tflite" in archive.namelist()
 
 
 def test_cancel_stops_the_run_as_ctrl_c_does(sample_project):
@@ -320,3 +342,30 @@ def test_cancel_stops_the_run_as_ctrl_c_does(sample_project):
     assert end["state"] == "cancelled" and end["exit_code"] == 130
     assert client.get("/v1/jobs/current").json()["job"]["state"] == "cancelled"
     assert not (root / "runs" / started["run"] / "model.keras").exists()  # no half-written model
+
+
+def test_mistakes_name_each_image_so_it_can_be_moved_in_one_click(studio, tmp_path):
+    """The run's most-confused images, by class and name, and relabelling one from there."""
+    client, root = studio
+    for name in ("cat", "dog"):
+        client.post("/v1/classes", json={"name": name})
+    files = [("file", (f"{i}.png", png(seed=i), "image/png")) for i in range(4)]
+    client.post("/v1/classes/cat/images", files=files)
+    run = root / "runs" / "20261201-000000"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"dataset": {"root": str(root / "data")}}))
+    rows = [
+        "path,true_label,predicted_label,cat,dog",
+        "cat/0.png,cat,dog,0.100000,0.900000",  # the worst mistake
+        "cat/1.png,cat,dog,0.400000,0.600000",
+        "cat/2.png,cat,cat,0.800000,0.200000",  # right: not shown
+        f"{tmp_path / 'elsewhere.png'},cat,dog,0.300000,0.700000",  # not the project's: left out
+        "cat/gone.png,cat,dog,0.200000,0.800000",  # deleted since: left out
+    ]
+    (run / "predictions.csv").write_text("\n".join(rows) + "\n")
+    shown = client.get(f"/v1/runs/{run.name}/mistakes").json()
+    assert shown["pairs"][0]["true"] == "cat" and shown["pairs"][0]["pred"] == "dog" and shown["pairs"][0]["count"] == 4
+    assert shown["pairs"][0]["images"] == [{"class": "cat", "image": "0.png"}, {"class": "cat", "image": "1.png"}]
+    assert [(m["image"], round(m["p_true"], 1)) for m in shown["high_loss"]] == [("0.png", 0.1), ("1.png", 0.4)]
+    client.post("/v1/classes/cat/images/0.png/move", json={"to": "dog"})  # "it is a dog"
+    assert [m["image"] for m in client.get(f"/v1/runs/{run.name}/mistakes").json()["high_loss"]] == ["1.png"]

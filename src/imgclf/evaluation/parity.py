@@ -42,6 +42,11 @@ def parity_markdown(report: dict[str, Any]) -> str:
         f"Parity of each export with the Keras model on the run's images ({n}); latency at batch 1.\n\n"
         + "\n".join(lines)
     )
+    if report.get("unknown_threshold") is not None:
+        text += (
+            f"\n\nAnswer \"not sure\" when the top probability is below {report['unknown_threshold']:.3f}: "
+            "95 % of the correct validation answers are above it (`metrics.json`, `unknown_threshold`)."
+        )
     if report["warnings"]:
         text += "\n\n" + "\n".join(f"- **warning**: {w}" for w in report["warnings"])
     return text + "\n"

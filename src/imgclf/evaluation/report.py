@@ -197,18 +197,40 @@ def _shown_mistakes(predictions: list[dict[str, Any]]) -> tuple[list[tuple[str, 
     return confused, sorted(wrong, key=lambda p: p["probs"][p["true"]])[:12]
 
 
+def shown_mistakes(run_dir: str | Path) -> dict[str, Any]:
+    """The mistakes ``build_report`` shows, from ``predictions.csv``: the three most-confused
+    pairs (``true``, ``pred``, ``count`` and up to 6 ``paths``) and the 12 of highest loss
+    (``path``, ``true``, ``pred``, ``p_true``: the probability given to the right class).
+
+    Example
+    -------
+    >>> shown_mistakes("runs/demo")["pairs"][0]["count"]  # doctest: +SKIP
+    4
+    """
+    run = RunDir(run_dir)
+    root = Path(_read_or_fail(run, run.config_file)["dataset"]["root"])
+    confused, high_loss = _shown_mistakes(_predictions(run, root))
+    return {
+        "pairs": [
+            {"true": true, "pred": pred, "count": len(items), "paths": [p["path"] for p in items[:6]]}
+            for true, pred, items in confused
+        ],
+        "high_loss": [
+            {"path": p["path"], "true": p["true"], "pred": p["pred"], "p_true": p["probs"][p["true"]]} for p in high_loss
+        ],
+    }
+
+
 def images_shown(run_dir: str | Path) -> list[Path]:
-    """The images whose thumbnails ``build_report`` shows (read from ``predictions.csv``).
+    """The images whose thumbnails ``build_report`` shows.
 
     Example
     -------
     >>> images_shown("runs/demo")[:1]  # doctest: +SKIP
     [PosixPath('/data/photos/bag/17.png')]
     """
-    run = RunDir(run_dir)
-    root = Path(_read_or_fail(run, run.config_file)["dataset"]["root"])
-    confused, high_loss = _shown_mistakes(_predictions(run, root))
-    return [Path(p["path"]) for _, _, items in confused for p in items[:6]] + [Path(p["path"]) for p in high_loss]
+    shown = shown_mistakes(run_dir)
+    return [Path(p) for pair in shown["pairs"] for p in pair["paths"]] + [Path(m["path"]) for m in shown["high_loss"]]
 
 
 def _mistakes(run: RunDir, root: Path, split: str | None) -> dict[str, Any]:

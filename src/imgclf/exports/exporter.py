@@ -46,7 +46,8 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
     keras_backend = KerasBackend(run.model_file)
     write_text(out.labels_file, "".join(f"{c}\n" for c in record.classes))
     calibration, skipped = _calibration(config, record, reporter)
-    info = model_info(config, record)
+    threshold = (run.read_metrics().get("unknown_threshold") or {}).get("value")
+    info = model_info(config, record, threshold)
     variants: list[dict[str, Any]] = [
         {"name": "keras", "file": str(run.model_file), "bytes": run.model_file.stat().st_size}
     ]
@@ -63,6 +64,7 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
 
     report = measure_parity(record, variants, backends, config.latency_runs, reporter)
     report["config"] = vars(config).copy()
+    report["unknown_threshold"] = threshold
     report["calibration"] = {"images": len(calibration), "skipped": skipped}
     write_json(out.report_json, report)
     write_text(out.report_md, parity_markdown(report))
@@ -82,9 +84,16 @@ def _copy_remote_images(record: RunRecord, reporter: Reporter) -> None:
         reporter.warn(f"could not copy {len(failed)} remote image(s) of the run: {first}")
 
 
-def model_info(config: ExportConfig, record: RunRecord) -> ModelInfo:
-    """What the ``.tflite`` metadata says about the run's model."""
+def model_info(config: ExportConfig, record: RunRecord, threshold: float | None = None) -> ModelInfo:
+    """What the ``.tflite`` metadata says about the run's model; ``threshold``: the run's
+    ``unknown_threshold``, said in the description so that an app can answer "not sure"."""
     classes = record.classes
+    unsure = (
+        f" Answer 'not sure' when the top probability is below {threshold:.3f}"
+        " (95 % of the correct validation answers are above it)."
+        if threshold is not None
+        else ""
+    )
     return ModelInfo(
         classes=classes,
         input_size=record.input_size,
@@ -96,7 +105,8 @@ def model_info(config: ExportConfig, record: RunRecord) -> ModelInfo:
         description=config.description
         or f"Classifies an RGB image into: {', '.join(classes[:20])}"
         + (", ..." if len(classes) > 20 else "")
-        + ". Input: raw RGB pixels 0..255; preprocessing is inside.",
+        + ". Input: raw RGB pixels 0..255; preprocessing is inside."
+        + unsure,
     )
 
 

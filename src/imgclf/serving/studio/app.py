@@ -17,6 +17,10 @@ Routes (JSON in and out; every error ``{"error": "..."}``):
   events as they come), ``POST /v1/jobs/current/cancel``;
 - ``GET /v1/options``: what the page offers (presets, offline backbones, ...);
 - ``GET /v1/runs``: the project's runs and their accuracy; ``GET /runs/{run}/report.html``;
+- ``GET /v1/runs/{run}/mistakes``: the most-confused pairs and highest-loss mistakes of its
+  evaluation, each image by class and name (to move or delete it in one click);
+- ``POST /v1/runs/{run}/export``: export the run (a job, as training is);
+  ``GET /runs/{run}/files/{name}`` (its models, labels, reports) and ``/runs/{run}/run.zip``;
 - ``POST /v1/runs/{run}/predict[?threshold=]``: one image -> every class's score, and the
   answer, or null ("not sure") under the run's ``unknown_threshold`` (or the one given);
 - ``GET /`` and ``/static/*``: the page.
@@ -50,7 +54,7 @@ from ..guard import BrowserGuard
 from ..pages import PAGE_HEADERS, PageFiles
 from ..uploads import BodyTooLarge, BodyTooSlow, paced_receive
 from .config import StudioConfig
-from .jobs import Jobs, run_metrics
+from .jobs import DOWNLOADS, Jobs, run_files, run_metrics
 from .project import Conflict, NotFound, Project, Refused
 
 STATIC = Path(__file__).parent / "static"
@@ -183,7 +187,7 @@ def _add_image_routes(app: FastAPI, project: Project, config: StudioConfig) -> N
 
     @app.post("/v1/classes/{name}/images")
     async def upload(name: str, request: Request) -> dict[str, Any]:
-        await run_in_threadpool(project.images, name, 0, 1)  # 404 before the body is read
+        project.class_folder(name)  # 404 before the body is read
         files = await _read_files(request, config)
         added, refused = [], []
         for filename, data in files:
@@ -278,11 +282,47 @@ def _add_job_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
         found = sorted((p for p in project.runs.iterdir() if p.is_dir() and not p.is_symlink()), reverse=True)
         return {
             "runs": [
-                {"run": p.name, "metrics": run_metrics(p), "report": (p / "report.html").is_file()}
+                {"run": p.name, "metrics": run_metrics(p), "report": (p / "report.html").is_file(), "files": run_files(p)}
                 for p in found
                 if (p / "config.json").is_file()
             ]
         }
+
+    @app.get("/v1/runs/{run}/mistakes")
+    def mistakes(run: str) -> dict[str, Any]:
+        from ...evaluation.report import shown_mistakes
+
+        folder = _run_folder(project, run)
+        if not (folder / "predictions.csv").is_file():
+            return {"pairs": [], "high_loss": []}
+        shown = shown_mistakes(folder)
+        # Each image as the page reaches it (class and file name), while it is still there.
+        for pair in shown["pairs"]:
+            pair["images"] = [where for p in pair.pop("paths") if (where := project.locate(p))]
+        shown["high_loss"] = [{**m, **where} for m in shown["high_loss"] if (where := project.locate(m.pop("path")))]
+        return shown
+
+    @app.post("/v1/runs/{run}/export", status_code=201)
+    def export(run: str) -> dict[str, Any]:
+        folder = _run_folder(project, run)
+        if not (folder / "model.keras").is_file():
+            raise NotFound(f"run {run!r} has no model (not finished?)")
+        return jobs.export(folder).summary()
+
+    @app.get("/runs/{run}/files/{name:path}", include_in_schema=False)
+    def download(run: str, name: str) -> FileResponse:
+        folder = _run_folder(project, run)
+        if name not in DOWNLOADS or not (folder / name).is_file() or (folder / name).is_symlink():
+            raise NotFound(f"no file {name!r} to download from run {run!r}")
+        return FileResponse(folder / name, filename=f"{run}-{Path(name).name}", headers={"X-Content-Type-Options": "nosniff"})
+
+    @app.get("/runs/{run}/run.zip", include_in_schema=False)
+    def zipped(run: str) -> Response:
+        folder = _run_folder(project, run)
+        return Response(
+            _zip_run(folder), media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{run}.zip"'},
+        )
 
     @app.get("/runs/{run}/report.html", include_in_schema=False)
     def report(run: str) -> FileResponse:
@@ -310,6 +350,20 @@ def _add_job_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
         best = row["predictions"][0]
         sure = chosen is None or best["score"] >= chosen
         return {"predictions": row["predictions"], "threshold": chosen, "answer": best["label"] if sure else None, "model": name}
+
+
+def _zip_run(folder: Path) -> bytes:
+    """The run folder as a zip (its checkpoints, which a finished run no longer has, left out).
+    In memory: a run is tens of MB (its models), and the Studio serves one user."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and not path.is_symlink() and relative.parts[0] != "checkpoints":
+                archive.write(path, Path(folder.name) / relative)
+    return buf.getvalue()
 
 
 def _run_folder(project: Project, run: str) -> Path:

@@ -1,5 +1,6 @@
-"""Training from the Studio: one ``imgclf --log-json train`` process per project at a time,
-its JSON-lines events kept in memory so that a page (or a reloaded page) can follow it.
+"""Training and exporting from the Studio: one ``imgclf --log-json train`` (or ``export``)
+process per project at a time, its JSON-lines events kept in memory so that a page (or a
+reloaded page) can follow it.
 
 A separate process rather than a thread: Ctrl-C's clean stop (SIGINT: finished epochs are
 saved, the run can be resumed) is the cancel button, TensorFlow's memory is given back when
@@ -30,14 +31,14 @@ MAX_EVENTS = 20_000  # a 100,000-image run sends ~2,000 (progress is sent at mos
 
 @dataclass
 class TrainingJob:
-    """One training run of the project: its process, state and events so far.
-
-    ``state`` is "running", then "finished", "failed" or "cancelled".
+    """One job of the project (``kind``: "train" or "export"): its process, state and events
+    so far. ``state`` is "running", then "finished", "failed" or "cancelled".
     """
 
     id: str
     run_dir: Path
     options: dict[str, Any]
+    kind: str = "train"
     process: subprocess.Popen | None = None
     state: str = "running"
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -49,6 +50,7 @@ class TrainingJob:
         """What the page shows of the job, without its events."""
         return {
             "id": self.id,
+            "kind": self.kind,
             "run": self.run_dir.name,
             "options": self.options,
             "state": self.state,
@@ -86,24 +88,37 @@ class Jobs:
         chosen = {k: v for k, v in options.items() if v not in (None, "")}
         TrainConfig(data=str(self.project.data), **chosen).validate()
         with self._lock:
-            if self.current and self.current.state == "running":
-                raise Conflict(f"a training run is under way ({self.current.run_dir.name}); wait for it or cancel it")
+            self._check_idle()
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = self.project.runs / stamp
             n = 2
             while run_dir.exists():
                 run_dir, n = self.project.runs / f"{stamp}-{n}", n + 1
-            job = TrainingJob(run_dir.name, run_dir, chosen)
-            argv = [sys.executable, "-m", "imgclf.cli", "--log-json", "train", str(self.project.data), "--out", str(run_dir)]
+            args = ["train", str(self.project.data), "--out", str(run_dir)]
             for name, value in chosen.items():
-                argv += [f"--{name.replace('_', '-')}", str(value)]
-            job.process = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                # Not the Studio's Ctrl-C: the job stops when the page says so, or with the Studio.
-                start_new_session=True,
-            )
-            self.current = job
+                args += [f"--{name.replace('_', '-')}", str(value)]
+            return self._launch(TrainingJob(run_dir.name, run_dir, chosen), args)
+
+    def export(self, run_dir: Path) -> TrainingJob:
+        """Export a finished run (``imgclf export RUN``: four ``.tflite`` precisions with the
+        parity report) as the project's job."""
+        with self._lock:
+            self._check_idle()
+            return self._launch(TrainingJob(f"{run_dir.name}-export", run_dir, {}, kind="export"), ["export", str(run_dir)])
+
+    def _check_idle(self) -> None:
+        if self.current and self.current.state == "running":
+            raise Conflict(f"a {self.current.kind} job is under way ({self.current.run_dir.name}); wait for it or cancel it")
+
+    def _launch(self, job: TrainingJob, args: list[str]) -> TrainingJob:
+        job.process = subprocess.Popen(
+            [sys.executable, "-m", "imgclf.cli", "--log-json", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # Not the Studio's Ctrl-C: the job stops when the page says so, or with the Studio.
+            start_new_session=True,
+        )
+        self.current = job
         threading.Thread(target=self._follow, args=(job,), daemon=True).start()
         return job
 
@@ -140,6 +155,9 @@ class Jobs:
         end: dict[str, Any] = {"event": "end", "state": job.state, "exit_code": code}
         if job.state == "finished":
             end["metrics"] = run_metrics(job.run_dir)
+            end["files"] = run_files(job.run_dir)
+            if job.kind == "export":
+                end["export"] = export_summary(job.run_dir)
         job.add(end)
 
 
@@ -178,4 +196,60 @@ def run_metrics(run_dir: Path) -> dict[str, Any]:
         if isinstance(metrics.get(split), dict):
             m = metrics[split]
             out[split] = {k: m.get(k) for k in ("accuracy", "n", "per_class", "confusion_matrix")}
+    return out
+
+
+# What a run offers for download (relative to the run), when present.
+DOWNLOADS = (
+    "export/model_float32.tflite",
+    "export/model_int8.tflite",
+    "export/model_float16.tflite",
+    "export/model_dynamic.tflite",
+    "export/labels.txt",
+    "export/report.md",
+    "export/report.json",
+    "model.keras",
+    "labels.txt",
+    "metrics.json",
+    "report.html",
+)
+
+
+def run_files(run_dir: Path) -> list[dict[str, Any]]:
+    """``[{"name", "bytes"}]`` of the run's files offered for download (``DOWNLOADS``).
+
+    Example
+    -------
+    >>> [f["name"] for f in run_files(Path("my-project/runs/20261201-101500"))][:1]  # doctest: +SKIP
+    ['export/model_float32.tflite']
+    """
+    out = []
+    for name in DOWNLOADS:
+        path = run_dir / name
+        if path.is_file() and not path.is_symlink():
+            out.append({"name": name, "bytes": path.stat().st_size})
+    return out
+
+
+def export_summary(run_dir: Path) -> list[dict[str, Any]]:
+    """Each exported variant's size, agreement with the Keras model and accuracy on the test
+    images (validation ones when there is no test split), from ``export/report.json``.
+
+    Example
+    -------
+    >>> export_summary(Path("my-project/runs/20261201-101500"))[1]["name"]  # doctest: +SKIP
+    'float32'
+    """
+    try:
+        report = json.loads((run_dir / "export" / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    out = []
+    for v in (v for v in report.get("variants", []) if isinstance(v, dict)):
+        accuracy = v.get("accuracy") if isinstance(v.get("accuracy"), dict) else {}
+        split = "test" if "test" in accuracy else "val" if "val" in accuracy else None
+        out.append({
+            "name": v.get("name"), "bytes": v.get("bytes"), "agreement": v.get("agreement"),
+            "accuracy": accuracy.get(split) if split else None, "split": split,
+        })
     return out

@@ -127,7 +127,7 @@ class Project:
 
     def rename_class(self, name: str, new: str) -> None:
         """Rename a class (its folder), keeping its place in the order."""
-        folder = self._class_folder(name)
+        folder = self.class_folder(name)
         if new == name:
             return
         self._check_new_name(new, renaming=name)
@@ -137,7 +137,7 @@ class Project:
 
     def delete_class(self, name: str) -> Path:
         """Move a class folder, images and all, to the trash; returns where it went."""
-        folder = self._class_folder(name)
+        folder = self.class_folder(name)
         return self._to_trash(folder)
 
     def reorder(self, names: list[str]) -> None:
@@ -151,7 +151,7 @@ class Project:
 
     def images(self, name: str, offset: int = 0, limit: int = 100) -> tuple[int, list[ImageEntry]]:
         """``(total, a page of images)`` of class ``name``, by file name."""
-        self._class_folder(name)
+        self.class_folder(name)
         files = sorted(self._image_files(name), key=lambda p: p.name)
         page = []
         for path in files[offset : offset + limit]:
@@ -164,7 +164,7 @@ class Project:
 
     def image_path(self, name: str, image: str) -> Path:
         """The file of ``image`` in class ``name``: only a direct, regular child of the folder."""
-        folder = self._class_folder(name)
+        folder = self.class_folder(name)
         if image != os.path.basename(image) or image in ("", ".", "..") or image.startswith("."):
             raise NotFound(f"no image {image!r} in class {name!r}")
         path = folder / image
@@ -175,7 +175,7 @@ class Project:
     def add_image(self, name: str, data: bytes, filename: str | None, max_pixels: int) -> str:
         """Keep ``data`` as a new image of class ``name`` if it is an image imgclf reads
         (format, pixel count, decodes whole); returns the file name it got. Raises ``Refused``."""
-        folder = self._class_folder(name)
+        folder = self.class_folder(name)
         if not data:
             raise Refused("empty file (0 bytes)")
         try:
@@ -195,6 +195,24 @@ class Project:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def locate(self, path: str | Path) -> dict[str, str] | None:
+        """``{"class", "image"}`` of a file that is an image of the project now, else None
+        (another folder, or moved or deleted since).
+
+        Example
+        -------
+        >>> Project.open("my-project").locate("my-project/data/cat/1.png")  # doctest: +SKIP
+        {'class': 'cat', 'image': '1.png'}
+        """
+        path = Path(path).absolute()
+        if path.parent.parent != self.data:
+            return None
+        try:
+            self.image_path(path.parent.name, path.name)
+        except NotFound:
+            return None
+        return {"class": path.parent.name, "image": path.name}
+
     def delete_image(self, name: str, image: str) -> Path:
         """Move one image to the trash; returns where it went."""
         return self._to_trash(self.image_path(name, image), name)
@@ -202,18 +220,19 @@ class Project:
     def move_image(self, name: str, image: str, to: str) -> str:
         """Move one image to class ``to`` (renamed if the name is taken there); returns its new name."""
         path = self.image_path(name, image)
-        target = self._class_folder(to)
+        target = self.class_folder(to)
         if target == path.parent:
             return image
         return _place(path, target, path.stem, path.suffix, move=True)
 
-    # --- helpers ----------------------------------------------------------------------
-
-    def _class_folder(self, name: str) -> Path:
+    def class_folder(self, name: str) -> Path:
+        """The folder of class ``name``; ``NotFound`` unless it is a real class folder of the project."""
         folder = self.data / name
         if class_name_problem(name) or folder.is_symlink() or not folder.is_dir():
             raise NotFound(f"no class {name!r} in this project")
         return folder
+
+    # --- helpers ----------------------------------------------------------------------
 
     def _check_new_name(self, name: str, renaming: str | None = None) -> None:
         if problem := class_name_problem(name):

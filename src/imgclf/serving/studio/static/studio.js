@@ -301,7 +301,8 @@ function showEvent(event) {
   } else if (event.event === "end") {
     setRunning(false);
     $("train-progress").hidden = true;
-    if (event.state === "finished") { showResult(event.metrics); loadRuns(); }
+    if (event.state === "finished" && event.export) { $("train-status").textContent = "exported"; showVariants(event.export); loadRuns(); }
+    else if (event.state === "finished") { showResult(event.metrics); loadRuns(); }
     else status.textContent = event.state === "cancelled" ? "cancelled: the finished epochs are kept" : `failed: ${status.textContent}`;
     loadProject();
   }
@@ -317,8 +318,37 @@ function showResult(metrics) {
     element("td", { textContent: name }), element("td", { textContent: `${(100 * c.recall).toFixed(0)} %` }),
     element("td", { textContent: `${(100 * c.precision).toFixed(0)} %` }), element("td", { textContent: String(c.support) }))) : [];
   $("per-class").tBodies[0].replaceChildren(...rows);
-  api("GET", "/v1/runs").then((r) => { if (r.runs.length) $("report-link").href = `/runs/${encodeURIComponent(r.runs[0].run)}/report.html`; });
+  api("GET", "/v1/runs").then((r) => {
+    if (!r.runs.length) return;
+    $("report-link").href = `/runs/${encodeURIComponent(r.runs[0].run)}/report.html`;
+    showMistakes(r.runs[0].run);
+  });
   $("train-result").hidden = false;
+}
+
+async function showMistakes(run) {
+  const shown = await api("GET", `/v1/runs/${encodeURIComponent(run)}/mistakes`);
+  $("pairs").replaceChildren(...shown.pairs.map((p) => element("li", { textContent: `${p.true} taken for ${p.pred}: ${p.count} image(s)` })));
+  const tiles = shown.high_loss.map((m) => {
+    const tile = element("li");
+    const img = element("img", { alt: `${m.image}, labelled ${m.true}`, loading: "lazy", src: `${imagePath(m.class, m.image)}/thumb` });
+    const relabel = element("button", { type: "button", className: "secondary", textContent: `It is a ${m.pred}` });
+    relabel.addEventListener("click", async () => {
+      renderClasses((await api("POST", `${imagePath(m.class, m.image)}/move`, { to: m.pred })).classes);
+      tile.replaceChildren(element("p", { className: "name", textContent: `${m.image}: moved to ${m.pred}` }));
+    });
+    const remove = element("button", { type: "button", className: "danger", textContent: "Delete" });
+    remove.setAttribute("aria-label", `delete ${m.image}`);
+    remove.addEventListener("click", async () => {
+      renderClasses((await api("DELETE", imagePath(m.class, m.image))).classes);
+      tile.replaceChildren(element("p", { className: "name", textContent: `${m.image}: deleted` }));
+    });
+    tile.append(element("a", { href: imagePath(m.class, m.image), target: "_blank", rel: "noopener" }, img),
+      element("p", { className: "name", title: m.image, textContent: `${m.true} → ${m.pred} (${(100 * m.p_true).toFixed(0)} %)` }),
+      element("div", { className: "row" }, relabel, remove));
+    return tile;
+  });
+  $("mistakes").replaceChildren(...(tiles.length ? tiles : [element("li", { className: "small", textContent: "no mistakes on the validation images" })]));
 }
 
 function drawCurves() {
@@ -361,7 +391,36 @@ async function loadRuns() {
   select.replaceChildren(...finished.map((r) => element("option", { value: r.run, textContent: r.run })));
   if (finished.some((r) => r.run === chosen)) select.value = chosen;
   const run = finished.find((r) => r.run === select.value);
-  if (run) setThreshold(run.metrics.unknown_threshold ?? 0);
+  if (run) {
+    setThreshold(run.metrics.unknown_threshold ?? 0);
+    showDownloads(run);
+  }
+}
+
+function showDownloads(run) {
+  const base = `/runs/${encodeURIComponent(run.run)}`;
+  const links = run.files.map((f) => element("li", {}, element("a", {
+    href: `${base}/files/${f.name.split("/").map(encodeURIComponent).join("/")}`,
+    textContent: `${f.name} (${(f.bytes / 1e6).toFixed(1)} MB)`,
+  })));
+  links.push(element("li", {}, element("a", { href: `${base}/run.zip`, textContent: "the whole run (.zip)" })));
+  $("downloads").replaceChildren(...links);
+  const exported = run.files.some((f) => f.name === "export/model_float32.tflite");
+  $("snippets").hidden = !exported;
+  $("export-button").textContent = exported ? "Export again" : "Export this run";
+  const threshold = run.metrics.unknown_threshold;
+  const unsure = threshold === null || threshold === undefined ? "" : `\n# "not sure" when the top score is below ${threshold.toFixed(3)}`;
+  $("snippet-python").textContent = `import mediapipe as mp\n\nclassifier = mp.tasks.vision.ImageClassifier.create_from_model_path(\n    "${run.run}-model_float32.tflite")\nresult = classifier.classify(mp.Image.create_from_file("photo.jpg"))\nbest = result.classifications[0].categories[0]\nprint(best.category_name, best.score)${unsure}`;
+  $("snippet-web").textContent = `import { FilesetResolver, ImageClassifier } from "@mediapipe/tasks-vision";\n\n// the package's wasm/ folder, served beside your page\nconst vision = await FilesetResolver.forVisionTasks("./wasm");\nconst classifier = await ImageClassifier.createFromModelPath(vision, "${run.run}-model_int8.tflite");\nconst best = classifier.classify(document.querySelector("img")).classifications[0].categories[0];\nconsole.log(best.categoryName, best.score);`;
+  $("snippet-cli").textContent = `imgclf predict ${state.project.path}/runs/${run.run} photo.jpg`;
+}
+
+function showVariants(variants) {
+  $("variants").hidden = !variants.length;
+  $("variants").tBodies[0].replaceChildren(...variants.map((v) => element("tr", {},
+    element("td", { textContent: v.name }), element("td", { textContent: `${(v.bytes / 1e6).toFixed(2)} MB` }),
+    element("td", { textContent: v.agreement === null || v.agreement === undefined ? "—" : `${(100 * v.agreement).toFixed(1)} %` }),
+    element("td", { textContent: v.accuracy === null || v.accuracy === undefined ? "—" : `${(100 * v.accuracy).toFixed(1)} %` }))));
 }
 
 function setThreshold(value) {
@@ -442,6 +501,17 @@ function setUpTry() {
     });
   }
   $("threshold").addEventListener("input", () => setThreshold(Number($("threshold").value) / 100));
+  $("export-button").addEventListener("click", async () => {
+    try {
+      await api("POST", `/v1/runs/${encodeURIComponent($("try-run").value)}/export`);
+      resetJob();
+      $("curves").hidden = true;  // no epochs in an export
+      $("train-result").hidden = false;  // the accuracy stays shown while exporting
+      follow(0);
+    } catch (error) {
+      $("train-status").textContent = error.message;
+    }
+  });
   $("try-run").addEventListener("change", () => loadRuns());
   if (!window.isSecureContext || !navigator.mediaDevices) {
     $("webcam-button").hidden = true;
