@@ -211,7 +211,8 @@ def studio_server(tmp_path):
 
 def test_studio_collects_images_into_classes_from_the_keyboard_and_file_picker(studio_server):
     """Make two classes (typed, Enter), add images with the file picker (one refused, with its
-    reason), see their thumbnails, move one to the other class; at phone and laptop widths."""
+    reason), see their thumbnails, move one to the other class, record webcam frames into it
+    by holding Space on the record button; at phone and laptop widths."""
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM.exists(), f"{CHROMIUM} not found: apt-get install chromium chromium-driver"
@@ -221,7 +222,7 @@ def test_studio_collects_images_into_classes_from_the_keyboard_and_file_picker(s
     requested: list[str] = []
     problems: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *FAKE_WEBCAM])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.on("request", lambda r: requested.append(r.url))
@@ -247,6 +248,16 @@ def test_studio_collects_images_into_classes_from_the_keyboard_and_file_picker(s
             page.screenshot(path=str(ARTIFACTS / "studio-1280.png"), full_page=True)
             page.select_option("#images li:first-child select", "sandal")
             page.wait_for_selector("#classes button.pick:has-text('sandal (1)')", timeout=10_000)
+            # Hold to record: frames of the (fake) webcam while the key is down, with a live count.
+            page.click("#classes button.pick:has-text('sandal')")
+            page.wait_for_selector("#class-title:has-text('sandal')")
+            page.focus("#record-button")
+            page.keyboard.down("Space")
+            page.wait_for_selector("#record-count:has-text('3 frame(s) added to sandal')", timeout=30_000)
+            page.keyboard.up("Space")
+            page.wait_for_selector("#record-video", state="hidden", timeout=10_000)
+            page.click("#classes button.pick:has-text('sneaker')")
+            page.wait_for_selector("#class-title:has-text('sneaker')")
             page.set_viewport_size({"width": 390, "height": 844})
             page.screenshot(path=str(ARTIFACTS / "studio-390.png"), full_page=True)
             wide = page.evaluate("document.documentElement.scrollWidth")
@@ -254,7 +265,8 @@ def test_studio_collects_images_into_classes_from_the_keyboard_and_file_picker(s
             browser.close()
     assert "notes.png: not an image" in refused
     assert sorted(p.name for p in (project / "data" / "sneaker").iterdir()) == [p.name for p in images[1:]]
-    assert [p.name for p in (project / "data" / "sandal").iterdir()] == [images[0].name]
+    sandal = sorted(p.name for p in (project / "data" / "sandal").iterdir())
+    assert images[0].name in sandal and sum(n.startswith("webcam-") and n.endswith(".jpg") for n in sandal) >= 3
     assert wide <= 390, "no sideways scrolling at phone width"
     assert problems == []
     assert requested and all(u.startswith(server + "/") or u.startswith("blob:") for u in requested), requested

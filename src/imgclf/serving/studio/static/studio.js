@@ -162,7 +162,83 @@ async function upload(files) {
   openClass(state.current, state.offset);
 }
 
+// --- webcam collection: frames while the button is held, four a second ------------------
+
+const recording = { stream: null, timer: null, added: 0, pending: 0, wanted: false };
+
+async function startRecording() {
+  if (recording.timer || recording.wanted || !state.current) return;
+  recording.wanted = true;
+  const name = state.current;
+  const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+  if (!recording.wanted) {  // released before the camera answered
+    stream.getTracks().forEach((t) => t.stop());
+    return;
+  }
+  recording.stream = stream;
+  const video = $("record-video");
+  video.srcObject = recording.stream;
+  video.hidden = false;
+  $("record-button").setAttribute("aria-pressed", "true");
+  recording.added = 0;
+  const canvas = document.createElement("canvas");
+  let n = 0;
+  recording.timer = setInterval(() => {
+    if (!video.videoWidth || recording.pending > 4) return;  // the server keeps up, or frames wait
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    n += 1;
+    const frameName = `webcam-${Date.now()}-${n}.jpg`;
+    recording.pending += 1;
+    canvas.toBlob(async (blob) => {
+      const form = new FormData();
+      form.append("file", blob, frameName);
+      try {
+        const answer = await api("POST", `${classPath(name)}/images`, form);
+        recording.added += answer.added.length;
+        $("record-count").textContent = `${recording.added} frame(s) added to ${name}`;
+        renderClasses(answer.classes);
+      } finally {
+        recording.pending -= 1;
+      }
+    }, "image/jpeg", 0.9);
+  }, 250);
+}
+
+function stopRecording() {
+  recording.wanted = false;
+  if (!recording.timer) return;
+  clearInterval(recording.timer);
+  recording.timer = null;
+  $("record-button").setAttribute("aria-pressed", "false");
+  const stream = recording.stream;
+  recording.stream = null;
+  setTimeout(() => {  // the last frames are on their way; then the camera is let go
+    stream.getTracks().forEach((t) => t.stop());
+    $("record-video").hidden = true;
+    if (state.current) openClass(state.current, state.offset);
+  }, 500);
+}
+
+function setUpRecording() {
+  const button = $("record-button");
+  if (!window.isSecureContext || !navigator.mediaDevices) {
+    button.hidden = true;
+    $("record-help").textContent = "Recording needs the page on localhost or HTTPS.";
+    return;
+  }
+  const start = () => startRecording().catch((error) => { $("record-count").textContent = error.message; });
+  button.addEventListener("pointerdown", start);
+  for (const type of ["pointerup", "pointerleave", "pointercancel", "blur"]) button.addEventListener(type, stopRecording);
+  button.addEventListener("keydown", (event) => {
+    if ((event.key === " " || event.key === "Enter") && !event.repeat) { event.preventDefault(); start(); }
+  });
+  button.addEventListener("keyup", (event) => { if (event.key === " " || event.key === "Enter") stopRecording(); });
+}
+
 function setUpUploads() {
+  setUpRecording();
   const zone = $("drop-zone");
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
