@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python benchmarks/export_speed.py
 	$(BIN)/python benchmarks/check_speed.py
 	$(BIN)/python benchmarks/serve_load.py
+	$(BIN)/python benchmarks/studio.py
 	$(BIN)/python benchmarks/vs_tutorial.py
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/scaling.py
