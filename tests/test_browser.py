@@ -245,6 +245,8 @@ def test_studio_collects_images_into_classes_from_the_keyboard_and_file_picker(s
                 "() => [...document.querySelectorAll('#images li img')].every(i => i.complete && i.naturalWidth > 0)"
             )
             refused = page.text_content("#refused")  # inside a closed <details>: not rendered
+            # The doctor runs by itself on a small project: one class with images cannot train.
+            page.wait_for_selector("#doctor li:has-text('training needs at least 2')", timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "studio-1280.png"), full_page=True)
             page.select_option("#images li:first-child select", "sandal")
             page.wait_for_selector("#classes button.pick:has-text('sandal (1)')", timeout=10_000)
@@ -309,6 +311,9 @@ def test_studio_trains_shows_progress_survives_a_reload_and_shows_accuracy(studi
             assert page.is_hidden("#cancel-button") and page.is_enabled("#train-button")
             shown = page.inner_text("#accuracy")
             rows = page.eval_on_selector_all("#per-class tbody tr", "rows => rows.length")
+            matrix = page.eval_on_selector_all(
+                "#confusion tbody tr", "rows => rows.map(r => [...r.cells].slice(1).map(c => +c.textContent))"
+            )
             # Try: an image through the file picker, then the (fake) webcam's frames.
             page.wait_for_selector("#try:visible", timeout=10_000)
             image = sorted((SAMPLE / "test" / "trouser").glob("*.png"))[0]
@@ -339,6 +344,7 @@ def test_studio_trains_shows_progress_survives_a_reload_and_shows_accuracy(studi
     split = "test" if "test" in metrics else "val"
     assert shown.startswith(f"{'Test' if split == 'test' else 'Validation'} accuracy: {100 * metrics[split]['accuracy']:.1f} %")
     assert rows == 3 and problems == []
+    assert matrix == metrics[split]["confusion_matrix"]
     assert all(u.startswith(server + "/") or u.startswith("blob:") for u in requested), requested
     import imgclf
 
@@ -359,3 +365,27 @@ def test_studio_trains_shows_progress_survives_a_reload_and_shows_accuracy(studi
         pixels = decode_image(image, 224)
         top = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels)).classifications[0].categories[0]
     assert top.category_name == litert.predict([image], top_k=1)[0]["predictions"][0]["label"]
+
+
+def test_studio_on_a_plain_http_address_offers_the_photo_picker_instead_of_the_webcam(studio_server):
+    """Browsers give the webcam to secure pages only (localhost, HTTPS): on a LAN address the
+    page says so and keeps "Take a photo" (the phone's camera app). Tests serve on loopback
+    only, so the page is told it is not a secure context."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} not found: apt-get install chromium chromium-driver"
+    server, _ = studio_server
+    httpx2.post(f"{server}/v1/classes", json={"name": "cat"})
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.add_init_script("Object.defineProperty(window, 'isSecureContext', { get: () => false })")
+            page.goto(server + "/")
+            page.click("#classes button.pick:has-text('cat')")
+            page.wait_for_selector("#record-help:has-text('needs the page on localhost or HTTPS')", timeout=10_000)
+            assert page.is_hidden("#record-button") and page.is_hidden("#webcam-button")
+            assert "Take a photo instead" in page.text_content("#webcam-note")
+            assert page.get_attribute("#try-camera", "capture") == "environment"
+        finally:
+            browser.close()

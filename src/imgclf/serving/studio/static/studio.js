@@ -29,10 +29,22 @@ function element(tag, props = {}, ...children) {
   return node;
 }
 
+// The doctor reads every image: by itself only while that takes a moment, else on request.
+const AUTO_DOCTOR_IMAGES = 2000;
+
 async function loadProject() {
   state.project = await api("GET", "/v1/project");
   $("project").textContent = `${state.project.path} — images in data/<class>/`;
   renderClasses(state.project.classes);
+  const images = state.project.classes.reduce((n, c) => n + c.images, 0);
+  if (images && images <= AUTO_DOCTOR_IMAGES) runDoctor().catch(() => {});
+}
+
+async function runDoctor() {
+  $("doctor").replaceChildren(element("li", { textContent: "checking…" }));
+  const report = await api("GET", "/v1/doctor");
+  const items = report.problems.map((p) => element("li", { className: p.severity, textContent: `${p.severity}: ${p.message}` }));
+  $("doctor").replaceChildren(...(items.length ? items : [element("li", { textContent: report.note || "no problems found" })]));
 }
 
 function renderClasses(classes) {
@@ -160,6 +172,8 @@ async function upload(files) {
   $("refused-title").textContent = `${refused.length} file(s) not added`;
   $("refused").replaceChildren(...refused.map((r) => element("li", { textContent: `${r.filename}: ${r.reason}` })));
   openClass(state.current, state.offset);
+  const images = state.project.classes.reduce((n, c) => n + c.images, 0);
+  if (images <= AUTO_DOCTOR_IMAGES) runDoctor().catch(() => {});
 }
 
 // --- webcam collection: frames while the button is held, four a second ------------------
@@ -218,6 +232,8 @@ function stopRecording() {
     stream.getTracks().forEach((t) => t.stop());
     $("record-video").hidden = true;
     if (state.current) openClass(state.current, state.offset);
+    const images = state.project.classes.reduce((n, c) => n + c.images, 0);
+    if (images <= AUTO_DOCTOR_IMAGES) runDoctor().catch(() => {});
   }, 500);
 }
 
@@ -287,12 +303,9 @@ function setUpClasses() {
   });
   $("prev-page").addEventListener("click", () => openClass(state.current, Math.max(0, state.offset - PAGE)));
   $("next-page").addEventListener("click", () => openClass(state.current, state.offset + PAGE));
-  $("run-doctor").addEventListener("click", async () => {
-    $("doctor").replaceChildren(element("li", { textContent: "checking…" }));
-    const report = await api("GET", "/v1/doctor");
-    const items = report.problems.map((p) => element("li", { textContent: `${p.severity}: ${p.message}` }));
-    $("doctor").replaceChildren(...(items.length ? items : [element("li", { textContent: report.note || "no problems found" })]));
-  });
+  $("run-doctor").addEventListener("click", () => runDoctor().catch((error) => {
+    $("doctor").replaceChildren(element("li", { textContent: error.message }));
+  }));
 }
 
 // --- training: start, follow (server-sent events), cancel; a reload reattaches ------------
@@ -394,12 +407,22 @@ function showResult(metrics) {
     element("td", { textContent: name }), element("td", { textContent: `${(100 * c.recall).toFixed(0)} %` }),
     element("td", { textContent: `${(100 * c.precision).toFixed(0)} %` }), element("td", { textContent: String(c.support) }))) : [];
   $("per-class").tBodies[0].replaceChildren(...rows);
+  showConfusion(m ? Object.keys(m.per_class) : [], m ? m.confusion_matrix : []);
   api("GET", "/v1/runs").then((r) => {
     if (!r.runs.length) return;
     $("report-link").href = `/runs/${encodeURIComponent(r.runs[0].run)}/report.html`;
     showMistakes(r.runs[0].run);
   });
   $("train-result").hidden = false;
+}
+
+function showConfusion(classes, matrix) {
+  $("confusion").hidden = !classes.length;
+  $("confusion").tHead.replaceChildren(element("tr", {}, element("th", { textContent: "" }),
+    ...classes.map((c) => element("th", { scope: "col", textContent: c }))));
+  $("confusion").tBodies[0].replaceChildren(...matrix.map((row, i) => element("tr", {},
+    element("th", { scope: "row", textContent: classes[i] }),
+    ...row.map((n, j) => element("td", { className: n ? (i === j ? "right" : "wrong") : "", textContent: String(n) })))));
 }
 
 async function showMistakes(run) {
