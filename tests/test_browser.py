@@ -210,7 +210,7 @@ def studio_server(tmp_path):
 
 
 def test_studio_collects_images_into_classes_from_the_keyboard_and_file_picker(studio_server):
-    """Make two classes (typed, Enter), add images with the file picker (one refused, with its
+    """Make three classes (typed, Enter), add images with the file picker (one refused, with its
     reason), see their thumbnails, move one to the other class, record webcam frames into it
     by holding Space on the record button; at phone and laptop widths."""
     from playwright.sync_api import sync_playwright
@@ -230,7 +230,7 @@ def test_studio_collects_images_into_classes_from_the_keyboard_and_file_picker(s
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(server + "/")
             page.wait_for_selector("#project:has-text('data/<class>/')", timeout=30_000)
-            for name in ("sneaker", "sandal"):
+            for name in ("sneaker", "sandal", "bag"):
                 page.fill("#new-class-name", name)
                 page.press("#new-class-name", "Enter")
                 page.wait_for_selector(f"#classes button.pick:has-text('{name} (0)')", timeout=10_000)
