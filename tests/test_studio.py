@@ -130,6 +130,11 @@ def test_uploads_are_checked_as_serve_checks_them_and_refusals_listed(studio):
 def test_upload_limits(studio):
     client, _ = studio
     client.post("/v1/classes", json={"name": "cat"})
+    json_type = {"Content-Type": "application/json"}
+    huge = client.post("/v1/classes", content=b'{"name": "' + b"x" * (1 << 20) + b'"}', headers=json_type)
+    assert huge.status_code == 413 and "over 65536 bytes" in huge.json()["error"]
+    chunked = client.post("/v1/classes", content=iter([b'{"name": "', b"x" * (1 << 20), b'"}']), headers=json_type)
+    assert chunked.status_code == 400 and not (studio[1] / "data" / ("x" * 10)).exists()
     big = client.post("/v1/classes/cat/images", files=[("file", ("big.png", b"\0" * (2 << 20), "image/png"))])
     assert big.status_code == 413 and "send fewer files" in big.json()["error"]
     many = client.post("/v1/classes/cat/images", files=[("file", (f"{i}.png", b"x", "image/png")) for i in range(65)])

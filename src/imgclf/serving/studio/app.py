@@ -63,6 +63,30 @@ THUMB = 160  # pixels: the page shows 120 px tiles, sharp on 1.5x screens
 MAX_PAGE = 500
 # Header time and upload pace: a local page never needs more.
 HEADER_TIMEOUT, MIN_RATE_KB = 10.0, 16.0
+# Any other request's body (a JSON of names and options) is small: a larger one is refused
+# as it arrives, so no request can make the server hold an unbounded body.
+MAX_JSON_BYTES = 64 * 1024
+
+
+class SmallBodies:
+    """ASGI middleware: requests other than uploads (``/images``, ``/predict``) may send at
+    most ``MAX_JSON_BYTES``: more declared is a 413, more sent is cut off."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        # GET has no body, and a server-sent events stream waits on receive() for the disconnect.
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD") or scope["path"].endswith(("/images", "/predict")):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > MAX_JSON_BYTES:
+            response = JSONResponse({"error": f"request body over {MAX_JSON_BYTES} bytes"}, 413, headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        # A chunked body is cut off at the limit as it arrives (FastAPI then answers 400).
+        await self.app(scope, paced_receive(receive, MAX_JSON_BYTES, HEADER_TIMEOUT, MIN_RATE_KB), send)
 
 
 class NameBody(BaseModel):
@@ -122,6 +146,8 @@ def create_studio_app(config: StudioConfig) -> FastAPI:
     async def bad_option(request: Request, exc: UsageError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, 400)
 
+    app.add_middleware(SmallBodies)
+    # Added last, so it runs first: nothing else sees a request for another host or origin.
     app.add_middleware(BrowserGuard, bind_host=config.host, allowed_hosts=None, allowed_origins=[])
     _add_class_routes(app, project)
     _add_image_routes(app, project, config)

@@ -30,7 +30,7 @@ MAX_EVENTS = 20_000  # a 100,000-image run sends ~2,000 (progress is sent at mos
 
 
 @dataclass
-class TrainingJob:
+class Job:
     """One job of the project (``kind``: "train" or "export"): its process, state and events
     so far. ``state`` is "running", then "finished", "failed" or "cancelled".
     """
@@ -76,10 +76,10 @@ class Jobs:
 
     def __init__(self, project: Project):
         self.project = project
-        self.current: TrainingJob | None = None
+        self.current: Job | None = None
         self._lock = threading.Lock()
 
-    def start(self, options: dict[str, Any]) -> TrainingJob:
+    def start(self, options: dict[str, Any]) -> Job:
         """Check ``options`` (``OPTIONS`` only, as ``TrainConfig`` checks them) and start a run
         in ``runs/<time>``. ``Conflict`` while another job runs; ``UsageError`` for a bad option."""
         unknown = sorted(set(options) - set(OPTIONS))
@@ -97,20 +97,20 @@ class Jobs:
             args = ["train", str(self.project.data), "--out", str(run_dir)]
             for name, value in chosen.items():
                 args += [f"--{name.replace('_', '-')}", str(value)]
-            return self._launch(TrainingJob(run_dir.name, run_dir, chosen), args)
+            return self._launch(Job(run_dir.name, run_dir, chosen), args)
 
-    def export(self, run_dir: Path) -> TrainingJob:
+    def export(self, run_dir: Path) -> Job:
         """Export a finished run (``imgclf export RUN``: four ``.tflite`` precisions with the
         parity report) as the project's job."""
         with self._lock:
             self._check_idle()
-            return self._launch(TrainingJob(f"{run_dir.name}-export", run_dir, {}, kind="export"), ["export", str(run_dir)])
+            return self._launch(Job(f"{run_dir.name}-export", run_dir, {}, kind="export"), ["export", str(run_dir)])
 
     def _check_idle(self) -> None:
         if self.current and self.current.state == "running":
             raise Conflict(f"a {self.current.kind} job is under way ({self.current.run_dir.name}); wait for it or cancel it")
 
-    def _launch(self, job: TrainingJob, args: list[str]) -> TrainingJob:
+    def _launch(self, job: Job, args: list[str]) -> Job:
         job.process = subprocess.Popen(
             [sys.executable, "-m", "imgclf.cli", "--log-json", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
@@ -122,7 +122,7 @@ class Jobs:
         threading.Thread(target=self._follow, args=(job,), daemon=True).start()
         return job
 
-    def cancel(self) -> TrainingJob:
+    def cancel(self) -> Job:
         """Stop the running job as Ctrl-C stops ``imgclf train``: finished epochs are kept."""
         job = self.current
         if job is None or job.state != "running" or job.process is None:
@@ -141,7 +141,7 @@ class Jobs:
             except subprocess.TimeoutExpired:
                 job.process.kill()
 
-    def _follow(self, job: TrainingJob) -> None:
+    def _follow(self, job: Job) -> None:
         assert job.process is not None and job.process.stdout is not None and job.process.stderr is not None
         output: list[str] = []
         reader = threading.Thread(target=lambda: output.extend(job.process.stdout), daemon=True)
