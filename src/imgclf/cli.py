@@ -374,8 +374,11 @@ def serve(ctx: click.Context, **_: Any) -> None:
 @config_params(StudioConfig)
 @click.pass_context
 def studio(ctx: click.Context, **_: Any) -> None:
-    """A local, offline app in the browser: make classes, add images (files, folders), see the
-    dataset doctor's findings. The project is an ordinary data folder: PROJECT/data/<class>/."""
+    """A local, offline app in the browser: collect images into classes (files, folders, webcam),
+    train with live progress, look at the mistakes, try the model and export it.
+
+    PROJECT (default: imgclf-project, made if missing) is an ordinary data folder,
+    PROJECT/data/<class>/, beside PROJECT/runs/."""
     from .serving.studio import studio as run_studio
 
     config = StudioConfig(**_values(ctx, StudioConfig))

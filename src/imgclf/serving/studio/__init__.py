@@ -1,5 +1,5 @@
 """``imgclf studio``: a local, offline app to collect images into classes, check them,
-train, try and export (this increment: collect and check). In the ``serve`` extra.
+train, look at the mistakes, try the model and export it. In the ``serve`` extra.
 """
 
 from __future__ import annotations
