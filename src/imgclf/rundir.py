@@ -50,7 +50,12 @@ class ExportDir:
         self.path = Path(path)
 
     def model(self, precision: str) -> Path:
-        return self.path / f"model_{precision}.tflite"
+        return self.path / self.model_name(precision)
+
+    @staticmethod
+    def model_name(precision: str) -> str:
+        """The ``.tflite`` file name of ``precision``. Example: ``ExportDir.model_name("int8")`` -> ``'model_int8.tflite'``."""
+        return f"model_{precision}.tflite"
 
     @property
     def labels_file(self) -> Path:
@@ -94,6 +99,7 @@ class RunDir:
     CONFUSION = "confusion_matrix.png"
     GRID = "predictions_grid.png"
     REPORT = "report.html"
+    EXPORT = "export"  # the default export folder
     LABEL_ISSUES_CSV = "label_issues.csv"
     LABEL_ISSUES_PNG = "label_issues.png"
     LOCK = ".imgclf.lock"
@@ -177,7 +183,7 @@ class RunDir:
 
     @property
     def export(self) -> ExportDir:
-        return ExportDir(self.path / "export")
+        return ExportDir(self.path / self.EXPORT)
 
     @classmethod
     def containing(cls, model: str | Path) -> RunDir | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UsageError
+from ...rundir import ExportDir, RunDir
 from ...training.config import TrainConfig
 from .project import Conflict, Project
 
@@ -182,9 +183,8 @@ def run_metrics(run_dir: Path) -> dict[str, Any]:
     >>> run_metrics(Path("my-project/runs/20261201-101500"))["val"]["accuracy"]  # doctest: +SKIP
     0.93
     """
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    metrics = RunDir(run_dir).read_metrics()
+    if not metrics:
         return {}
     out: dict[str, Any] = {
         "images_embedded": metrics.get("images_embedded"),  # the rest came from the embedding cache
@@ -201,17 +201,12 @@ def run_metrics(run_dir: Path) -> dict[str, Any]:
 
 # What a run offers for download (relative to the run), when present.
 DOWNLOADS = (
-    "export/model_float32.tflite",
-    "export/model_int8.tflite",
-    "export/model_float16.tflite",
-    "export/model_dynamic.tflite",
-    "export/labels.txt",
-    "export/report.md",
-    "export/report.json",
-    "model.keras",
-    "labels.txt",
-    "metrics.json",
-    "report.html",
+    *(f"{RunDir.EXPORT}/{ExportDir.model_name(p)}" for p in ("float32", "int8", "float16", "dynamic")),
+    *(f"{RunDir.EXPORT}/{name}" for name in (ExportDir.LABELS, ExportDir.REPORT_MD, ExportDir.REPORT_JSON)),
+    RunDir.MODEL,
+    RunDir.LABELS,
+    RunDir.METRICS,
+    RunDir.REPORT,
 )
 
 
@@ -240,10 +235,7 @@ def export_summary(run_dir: Path) -> list[dict[str, Any]]:
     >>> export_summary(Path("my-project/runs/20261201-101500"))[1]["name"]  # doctest: +SKIP
     'float32'
     """
-    try:
-        report = json.loads((run_dir / "export" / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
+    report = RunDir(run_dir).export.read_report()
     out = []
     for v in (v for v in report.get("variants", []) if isinstance(v, dict)):
         accuracy = v.get("accuracy") if isinstance(v.get("accuracy"), dict) else {}
