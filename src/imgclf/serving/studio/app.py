@@ -49,6 +49,7 @@ from starlette.exceptions import HTTPException
 
 from ...data.decode import IMAGE_FORMATS, DecodeError, decode_image
 from ...errors import UsageError
+from ...rundir import RunDir
 from ..app import add_error_handlers
 from ..guard import BrowserGuard
 from ..pages import PAGE_HEADERS, PageFiles
@@ -116,6 +117,17 @@ REPORT_HEADERS = {
 }
 
 
+# The project's own errors, and bad training options, as HTTP answers.
+ERROR_STATUS = {NotFound: 404, Conflict: 409, Refused: 400, UsageError: 400}
+
+
+def _answer(status: int):
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status)
+
+    return handler
+
+
 def create_studio_app(config: StudioConfig) -> FastAPI:
     """The Studio app for ``config.project`` (made if missing).
 
@@ -130,21 +142,8 @@ def create_studio_app(config: StudioConfig) -> FastAPI:
     app.state.project = project
     add_error_handlers(app)
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, 404)
-
-    @app.exception_handler(Conflict)
-    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, 409)
-
-    @app.exception_handler(Refused)
-    async def refused(request: Request, exc: Refused) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, 400)
-
-    @app.exception_handler(UsageError)
-    async def bad_option(request: Request, exc: UsageError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, 400)
+    for error, status in ERROR_STATUS.items():
+        app.add_exception_handler(error, _answer(status))
 
     app.add_middleware(SmallBodies)
     # Added last, so it runs first: nothing else sees a request for another host or origin.
@@ -252,8 +251,6 @@ def _add_image_routes(app: FastAPI, project: Project, config: StudioConfig) -> N
 
 
 def _add_job_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
-    project = jobs.project
-
     @app.post("/v1/jobs", status_code=201)
     def start(body: TrainBody) -> dict[str, Any]:
         return jobs.start(body.model_dump(exclude_none=True)).summary()
@@ -303,14 +300,23 @@ def _add_job_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
             "fine_tune": ["auto", "off"],
         }
 
+    _add_run_routes(app, jobs, config)
+
+
+def _add_run_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
+    project = jobs.project
+
     @app.get("/v1/runs")
     def runs() -> dict[str, Any]:
         found = sorted((p for p in project.runs.iterdir() if p.is_dir() and not p.is_symlink()), reverse=True)
         return {
             "runs": [
-                {"run": p.name, "metrics": run_metrics(p), "report": (p / "report.html").is_file(), "files": run_files(p)}
+                {
+                    "run": p.name, "metrics": run_metrics(p), "files": run_files(p),
+                    "report": RunDir(p).file(RunDir.REPORT).is_file(),
+                }
                 for p in found
-                if (p / "config.json").is_file()
+                if RunDir(p).config_file.is_file()
             ]
         }
 
@@ -319,7 +325,7 @@ def _add_job_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
         from ...evaluation.report import shown_mistakes
 
         folder = _run_folder(project, run)
-        if not (folder / "predictions.csv").is_file():
+        if not RunDir(folder).file(RunDir.PREDICTIONS).is_file():
             return {"pairs": [], "high_loss": []}
         shown = shown_mistakes(folder)
         # Each image as the page reaches it (class and file name), while it is still there.
@@ -331,7 +337,7 @@ def _add_job_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
     @app.post("/v1/runs/{run}/export", status_code=201)
     def export(run: str) -> dict[str, Any]:
         folder = _run_folder(project, run)
-        if not (folder / "model.keras").is_file():
+        if not RunDir(folder).model_file.is_file():
             raise NotFound(f"run {run!r} has no model (not finished?)")
         return jobs.export(folder).summary()
 
@@ -353,16 +359,16 @@ def _add_job_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
     @app.get("/runs/{run}/report.html", include_in_schema=False)
     def report(run: str) -> FileResponse:
         folder = _run_folder(project, run)
-        if not (folder / "report.html").is_file():
+        if not RunDir(folder).file(RunDir.REPORT).is_file():
             raise NotFound(f"no report of a run {run!r}")
-        return FileResponse(folder / "report.html", headers=REPORT_HEADERS)
+        return FileResponse(RunDir(folder).file(RunDir.REPORT), headers=REPORT_HEADERS)
 
     models = _Models()
 
     @app.post("/v1/runs/{run}/predict")
     async def predict(run: str, request: Request, threshold: float | None = Query(None, ge=0, le=1.01)) -> dict[str, Any]:
         folder = _run_folder(project, run)
-        if not (folder / "model.keras").is_file():
+        if not RunDir(folder).model_file.is_file():
             raise NotFound(f"run {run!r} has no model (not finished?)")
         files = await _read_files(request, config)
         data = files[0][1]
@@ -412,7 +418,7 @@ class _Models:
         from ...inference.classifier import load
         from ..app import resolve_model
 
-        stamp = (folder / "model.keras").stat().st_mtime
+        stamp = RunDir(folder).model_file.stat().st_mtime
         with self._lock:
             if self._loaded is None or self._loaded[:2] != (folder, stamp):
                 path, _ = resolve_model(folder)
