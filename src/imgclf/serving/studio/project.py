@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...data.decode import IMAGE_EXTENSIONS, IMAGE_FORMATS, DecodeError, decode_image, image_size
+from ...data.decode import IMAGE_EXTENSIONS, IMAGE_FORMATS, DecodeError, decode_with_info
 from ...errors import UsageError
 from ...fileio import fsync_path, write_json
 from ...text import name_problem
@@ -179,9 +179,8 @@ class Project:
         if not data:
             raise Refused("empty file (0 bytes)")
         try:
-            image_size(data, max_pixels=max_pixels, formats=IMAGE_FORMATS)
-            decode_image(data, max_pixels=max_pixels, formats=IMAGE_FORMATS)
-            fmt = _format_of(data)
+            # One decode: refuses a bomb from its header, proves the pixels whole, names the format.
+            fmt = decode_with_info(data, max_pixels=max_pixels, formats=IMAGE_FORMATS)[1].format
         except DecodeError as exc:
             raise Refused(str(exc)) from None
         stem = safe_stem(filename) or f"image-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -286,15 +285,6 @@ def safe_stem(filename: str | None) -> str:
     if name_problem(stem):
         stem = "".join(ch if not name_problem(ch) else "_" for ch in stem).strip()
     return stem[:MAX_NAME]
-
-
-def _format_of(data: bytes) -> str:
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
-        return img.format or "PNG"
 
 
 def _place(source: Path, folder: Path, stem: str, suffix: str, move: bool = False) -> str:
