@@ -9,11 +9,13 @@ The screenshot is saved to test-artifacts/serve-page.png (git-ignored).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -38,13 +40,13 @@ ARTIFACTS = ROOT / "test-artifacts"
 IMAGE = sorted((SAMPLE / "test" / "sneaker").glob("*.png"))[0]
 
 
-@pytest.fixture(scope="module")
-def server(trained_run, exported, tmp_path_factory):
-    """`imgclf serve RUN --port 0` in a subprocess; yields its base URL (read from its first line)."""
-    log = tmp_path_factory.mktemp("serve") / "stderr.log"
+@contextlib.contextmanager
+def running(command: list[str], log: Path, wait: float) -> Iterator[str]:
+    """``imgclf COMMAND ... --port 0`` in a subprocess; yields its base URL, read from the line
+    that says where it listens (within ``wait`` seconds), and stops it at the end."""
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "imgclf.cli", "-q", "serve", str(exported[0].parent), "--port", "0"],
+            [sys.executable, "-m", "imgclf.cli", *command],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
@@ -62,8 +64,8 @@ def server(trained_run, exported, tmp_path_factory):
 
     threading.Thread(target=drain, daemon=True).start()
     try:
-        ready.wait(300)
-        assert url, f"imgclf serve did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}"
+        ready.wait(wait)
+        assert url, f"imgclf {command[0]} did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}"
         yield url[0]
     finally:
         proc.terminate()
@@ -72,6 +74,14 @@ def server(trained_run, exported, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(trained_run, exported, tmp_path_factory):
+    """`imgclf serve RUN --port 0` in a subprocess; yields its base URL (read from its first line)."""
+    log = tmp_path_factory.mktemp("serve") / "stderr.log"
+    with running(["-q", "serve", str(exported[0].parent), "--port", "0"], log, wait=300) as url:
+        yield url
 
 
 def test_page_shows_the_apis_label_for_an_uploaded_image(server):
@@ -180,33 +190,10 @@ def test_docs_render_offline(server):
 
 @pytest.fixture
 def studio_server(tmp_path):
-    """`imgclf studio PROJECT --no-browser --port 0` in a subprocess; yields its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imgclf.cli", "studio", str(tmp_path / "project"), "--no-browser", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url: list[str] = []
-    ready = threading.Event()
-
-    def drain():
-        for line in proc.stdout:
-            if not url and (m := re.search(r"on (http://127\.0\.0\.1:\d+)/", line)):
-                url.append(m.group(1))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        ready.wait(120)
-        assert url, f"imgclf studio did not start (exit {proc.poll()})"
-        yield url[0], tmp_path / "project"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """`imgclf studio PROJECT --no-browser --port 0` in a subprocess; yields its base URL and the project."""
+    command = ["studio", str(tmp_path / "project"), "--no-browser", "--port", "0"]
+    with running(command, tmp_path / "studio.log", wait=120) as url:
+        yield url, tmp_path / "project"
 
 
 def test_studio_collects_images_into_classes_from_the_keyboard_and_file_picker(studio_server):
