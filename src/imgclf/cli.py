@@ -264,7 +264,7 @@ def cache_import(ctx: click.Context, shards: Path) -> None:
 @config_params(EvaluateConfig)
 @click.pass_context
 def evaluate(ctx: click.Context, **_: Any) -> None:
-    """Evaluate a run or model (.keras, .tflite, SavedModel) on a labelled DATA folder: metrics and plots."""
+    """Evaluate a run or model (.keras, .tflite, .onnx, OpenVINO .xml, SavedModel) on a labelled DATA folder."""
     from .api import evaluate as run_evaluate
 
     values = _values(ctx, EvaluateConfig)
@@ -283,7 +283,7 @@ def evaluate(ctx: click.Context, **_: Any) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.pass_context
 def predict(ctx: click.Context, fmt: str, **_: Any) -> None:
-    """Top-k labels for image files or folders of images (.keras, .tflite, SavedModel or a run)."""
+    """Top-k labels for image files or folders of images (.keras, .tflite, .onnx, .xml, SavedModel or a run)."""
     from .api import predict as run_predict
     from .cli_output import print_predictions
 
@@ -339,8 +339,8 @@ def _export_and_print(ctx: click.Context, values: dict[str, Any]) -> None:
 @config_params(ExportConfig)
 @click.pass_context
 def export(ctx: click.Context, **_: Any) -> None:
-    """Export a run to .tflite (float32, dynamic, float16, int8; labels and normalization inside)
-    and/or SavedModel, with a parity report against the Keras model."""
+    """Export a run to .tflite (float32, dynamic, float16, int8; labels and normalization inside),
+    SavedModel, ONNX or OpenVINO, with a parity report against the Keras model."""
     _export_and_print(ctx, _values(ctx, ExportConfig))
 
 

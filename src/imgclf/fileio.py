@@ -92,6 +92,39 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; if the block succeeds, flush it to disk and
+    put it in ``target``'s place (an old ``target`` is moved aside first, then deleted).
+
+    A folder of files that only make sense together (a SavedModel, an OpenVINO ``.xml`` and
+    its ``.bin``, a web page and its model) is then never seen half-written or mixed with
+    an older export's files.
+
+    Example
+    -------
+    >>> with atomic_folder("runs/x/export/web") as tmp:  # doctest: +SKIP
+    ...     (tmp / "index.html").write_text(page)
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, dir_mode())
+        for folder, _, files in os.walk(tmp):
+            for name in [*files, "."]:
+                fsync_path(Path(folder) / name)
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        fsync_path(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _disk_full(exc: BaseException) -> bool:
     # Writers below Keras (h5py, zipfile) re-raise the OS error as text, without its errno.
     return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc)

@@ -45,6 +45,8 @@ class ExportDir:
     REPORT_JSON = "report.json"
     REPORT_MD = "report.md"
     SAVED_MODEL = "saved_model"
+    OPENVINO = "openvino"
+    WEB = "web"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -56,6 +58,23 @@ class ExportDir:
     def model_name(precision: str) -> str:
         """The ``.tflite`` file name of ``precision``. Example: ``ExportDir.model_name("int8")`` -> ``'model_int8.tflite'``."""
         return f"model_{precision}.tflite"
+
+    def onnx(self, precision: str) -> Path:
+        """The ``.onnx`` file of ``precision``. Example: ``ExportDir("x").onnx("int8").name`` -> ``'model_int8.onnx'``."""
+        return self.path / f"model_{precision}.onnx"
+
+    @staticmethod
+    def openvino_name(precision: str) -> str:
+        """The OpenVINO ``.xml`` name of ``precision`` in the ``openvino`` folder (its ``.bin`` beside it)."""
+        return f"model_{precision}.xml"
+
+    @property
+    def openvino(self) -> Path:
+        return self.path / self.OPENVINO
+
+    @property
+    def web(self) -> Path:
+        return self.path / self.WEB
 
     @property
     def labels_file(self) -> Path:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
+from ..errors import UsageError
 from ..litert import IO_TYPES, PRECISIONS
 from ..options import option, parse_given, validate_options, whole
 
-FORMATS = ("tflite", "savedmodel")
+FORMATS = ("tflite", "savedmodel", "onnx", "openvino")
+# The precisions each format is written in (those of --quantize that it has), and the
+# modules it needs beyond imgclf's own dependencies, with the extra that installs them.
+FORMAT_PRECISIONS = {"tflite": PRECISIONS, "onnx": ("float32", "int8"), "openvino": ("float32", "int8")}
+FORMAT_NEEDS = {"onnx": (("onnx", "onnxruntime", "tf2onnx"), "onnx"), "openvino": (("openvino", "nncf"), "openvino")}
 
 
 @dataclass
@@ -22,7 +28,8 @@ class ExportConfig:
 
     run: str = option(help="Run directory made by `imgclf train`.", argument=True)
     formats: list[str] = option(
-        help="Comma-separated: tflite,savedmodel.", cli="--format", choices=FORMATS, many=True, factory=lambda: ["tflite"]
+        help="Comma-separated: tflite,savedmodel,onnx,openvino.", cli="--format", choices=FORMATS, many=True,
+        factory=lambda: ["tflite"],
     )
     quantize: list[str] = option(
         help="Comma-separated precisions.", choices=PRECISIONS, many=True, factory=lambda: list(PRECISIONS)
@@ -35,7 +42,7 @@ class ExportConfig:
         "int8: re-fit the head on the int8 backbone's features (recovers accuracy), or keep it.",
         choices=("refit", "keep"),
     )
-    threads: int | None = option(None, "LiteRT threads for the parity and latency runs.", rule=whole(1))
+    threads: int | None = option(None, "Inference threads for the parity and latency runs.", rule=whole(1))
     latency_runs: int = option(50, "Latency runs per variant (after warm-up).", cli="--runs", rule=whole(1))
     name: str | None = option(None, "Metadata: model name.")
     description: str | None = option(None, "Metadata: model description.")
@@ -47,6 +54,29 @@ class ExportConfig:
         parse_given(self)
 
     def validate(self) -> ExportConfig:
-        """Raise ``UsageError`` naming the first option with an unusable value; returns self."""
+        """Raise ``UsageError`` naming the first option with an unusable value (or a format
+        whose extra is not installed); returns self."""
         validate_options(self)
+        for fmt in self.formats:
+            if fmt in FORMAT_PRECISIONS and not self.precisions(fmt):
+                raise UsageError(
+                    f"--quantize {','.join(self.quantize)}: --format {fmt} is written in "
+                    f"{' or '.join(FORMAT_PRECISIONS[fmt])}; ask for one of them"
+                )
+            modules, extra = FORMAT_NEEDS.get(fmt, ((), ""))
+            missing = [m for m in modules if importlib.util.find_spec(m) is None]
+            if missing:
+                raise UsageError(f"--format {fmt} needs {', '.join(missing)}: pip install 'imgclf[{extra}]'")
         return self
+
+    def precisions(self, fmt: str) -> list[str]:
+        """The precisions ``fmt`` is written in: those of ``--quantize`` it has, in order.
+
+        Example
+        -------
+        >>> ExportConfig(run="runs/demo", formats=["tflite", "onnx"]).precisions("onnx")
+        ['float32', 'int8']
+        """
+        if fmt not in self.formats:
+            return []
+        return [p for p in self.quantize if p in FORMAT_PRECISIONS.get(fmt, ())]

@@ -1,8 +1,9 @@
-"""A run's model -> ``.tflite`` in four precisions (+ SavedModel) with metadata, and the
-parity report proving each file behaves like the model that was evaluated.
+"""A run's model -> ``.tflite`` in four precisions, SavedModel, ONNX and OpenVINO, with
+metadata, and the parity report proving each file behaves like the model that was evaluated.
 
 The export folder (default ``RUN/export/``) holds ``model_<precision>.tflite``,
-``labels.txt``, ``saved_model/``, ``report.json`` and ``report.md`` (``rundir.ExportDir``).
+``model_<precision>.onnx``, ``openvino/``, ``labels.txt``, ``saved_model/``,
+``report.json`` and ``report.md`` (``rundir.ExportDir``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
     >>> [v["name"] for v in report["variants"]]  # doctest: +SKIP
     ['keras', 'float32', 'dynamic', 'float16', 'int8']
     """
+    from .onnx import export_onnx
+    from .openvino import export_openvino
     from .parity import measure_parity
     from .savedmodel import save_savedmodel
 
@@ -49,18 +52,24 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
     threshold = (run.read_metrics().get("unknown_threshold") or {}).get("value")
     info = model_info(config, record, threshold)
     variants: list[dict[str, Any]] = [
-        {"name": "keras", "file": str(run.model_file), "bytes": run.model_file.stat().st_size}
+        {"name": "keras", "format": "keras", "file": str(run.model_file), "bytes": run.model_file.stat().st_size}
     ]
     backends: dict[str, Any] = {"keras": keras_backend}
-    if "tflite" in config.formats:
-        for precision in config.quantize:
-            variant, backends[precision] = _export_tflite(
-                precision, keras_backend.model, record, calibration, info, config, out, reporter
-            )
-            variants.append(variant)
+    for precision in config.precisions("tflite"):
+        variant, backends[precision] = _export_tflite(
+            precision, keras_backend.model, record, calibration, info, config, out, reporter
+        )
+        variants.append(variant)
     if "savedmodel" in config.formats:
         reporter.info("writing SavedModel ...")
         save_savedmodel(keras_backend.model, record.classes, out.saved_model)
+    for fmt, export in (("onnx", export_onnx), ("openvino", export_openvino)):
+        if config.precisions(fmt):
+            done = export(
+                keras_backend.model, info, threshold, config.precisions(fmt), calibration, out, reporter, config.threads
+            )
+            variants += [variant for variant, _ in done]
+            backends.update({variant["name"]: backend for variant, backend in done})
 
     report = measure_parity(record, variants, backends, config.latency_runs, reporter)
     report["config"] = vars(config).copy()
@@ -141,6 +150,8 @@ def _export_tflite(
     backend = LiteRTBackend(data, target, Normalization(info.mean, info.std), config.threads)
     variant = {
         "name": precision,
+        "format": "tflite",
+        "precision": precision,
         "file": str(target),
         "bytes": len(data),
         "head": head_note,
@@ -155,7 +166,7 @@ def _calibration(
     """Decoded calibration images for int8 (none when int8 is not asked for), and the skipped."""
     images: list[np.ndarray] = []
     skipped: dict[str, str] = {}
-    if "tflite" in config.formats and "int8" in config.quantize:
+    if any("int8" in config.precisions(fmt) for fmt in config.formats):
         paths = calibration_paths(record, config.calibration_images)
         for batch in decoded_batches(paths, record.input_size, 32, record.background, resize=record.resize):
             images.extend(batch.images)

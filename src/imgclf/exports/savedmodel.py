@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .._quiet import captured_fds
-from ..fileio import dir_mode, fsync_path
+from ..fileio import atomic_folder
 
 
 def save_savedmodel(model: Any, labels: Sequence[str], target: Path) -> Path:
@@ -46,23 +43,7 @@ def save_savedmodel(model: Any, labels: Sequence[str], target: Path) -> Path:
             }
 
     module = Serving()
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        with captured_fds():
-            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    with atomic_folder(target) as tmp, captured_fds():
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
         (tmp / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-        os.chmod(tmp, dir_mode())
-        for folder, _, files in os.walk(tmp):  # durable before the rename (see fileio)
-            for name in [*files, "."]:
-                fsync_path(Path(folder) / name)
-        old = target.with_name(f".{target.name}.old")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        fsync_path(target.parent)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -1,4 +1,5 @@
-"""One ``Classifier`` for every format: run directories, ``.keras``, SavedModel and ``.tflite``."""
+"""One ``Classifier`` for every format: run directories, ``.keras``, SavedModel, ``.tflite``,
+``.onnx`` and OpenVINO ``.xml``."""
 
 from __future__ import annotations
 
@@ -20,8 +21,14 @@ from ..evaluation.metrics import compute_metrics
 from ..litert.interpreter import Normalization
 from ..options import validate_options
 from ..rundir import RunDir
-from .backends import KerasBackend, LiteRTBackend, SavedModelBackend
+from .backends import KerasBackend, LiteRTBackend, OnnxBackend, OpenVINOBackend, SavedModelBackend
 from .load_options import LoadOptions
+from .model_props import labels_from, resize_from
+
+FORMAT_OF_BACKEND = {
+    KerasBackend: "keras", SavedModelBackend: "savedmodel", LiteRTBackend: "tflite", OnnxBackend: "onnx",
+    OpenVINOBackend: "openvino",
+}
 
 
 def _read_labels(path: Path) -> list[str]:
@@ -84,8 +91,9 @@ class Classifier:
     """A trained image classifier: RGB image in, class probabilities out.
 
     Load with ``imgclf.load(path)``: a run directory, a ``.keras`` file or SavedModel
-    directory (class names from ``labels.txt`` beside it), or a ``.tflite`` file (class
-    names and normalization from its metadata, or given as a labels file).
+    directory (class names from ``labels.txt`` beside it), a ``.tflite`` file (class
+    names and normalization from its metadata, or given as a labels file), or an ``.onnx``
+    or OpenVINO ``.xml`` file (class names from its metadata, else ``labels.txt`` beside it).
 
     Example
     -------
@@ -116,9 +124,7 @@ class Classifier:
 
     @property
     def format(self) -> str:
-        return {KerasBackend: "keras", SavedModelBackend: "savedmodel", LiteRTBackend: "tflite"}[
-            type(self.backend)
-        ]
+        return FORMAT_OF_BACKEND[type(self.backend)]
 
     @classmethod
     def load(
@@ -144,13 +150,19 @@ class Classifier:
             raise UsageError(
                 "--input-mean/--input-std apply to .tflite models only (other formats normalize inside)"
             )
+        resize = SQUASH
         if path.is_dir() and (path / "saved_model.pb").exists():
             backend: Any = SavedModelBackend(path)
         elif path.is_file() and path.suffix == ".keras":
             backend = KerasBackend(path)
+        elif path.is_file() and path.suffix in (".onnx", ".xml"):
+            backend = OnnxBackend(path.read_bytes(), path, threads) if path.suffix == ".onnx" else OpenVINOBackend(path, threads)
+            labels_list = labels_list or labels_from(backend.props, path)
+            resize = resize_from(backend.props)
         else:
             raise ModelError(
-                f"{path}: unsupported model; use a run directory, .keras, .tflite or a SavedModel folder"
+                f"{path}: unsupported model; use a run directory, .keras, .tflite, .onnx, OpenVINO .xml "
+                "or a SavedModel folder"
             )
         if labels_list is None:
             labels_file = path / "labels.txt" if path.is_dir() else path.parent / "labels.txt"
@@ -159,7 +171,7 @@ class Classifier:
                     f"{path}: no labels.txt beside it; pass --labels FILE (one label per line, in output order)"
                 )
             labels_list = _read_labels(labels_file)
-        return cls(backend, labels_list, path, *_trained_framing(path))
+        return cls(backend, labels_list, path, *_trained_framing(path, resize))
 
     @classmethod
     def _load_tflite(cls, path, labels, mean, std, threads) -> Classifier:
@@ -207,10 +219,10 @@ class Classifier:
         >>> spec.build(threads=1).classes == load("runs/demo").classes  # doctest: +SKIP
         True
         """
-        if self.format == "savedmodel":
+        if self.format in ("savedmodel", "openvino"):
             raise UsageError(
-                f"{self.source}: a SavedModel folder cannot be sent to a cluster; use the run's model.keras "
-                "or an exported .tflite"
+                f"{self.source}: a {self.format} model cannot be sent to a cluster; use the run's model.keras, "
+                "an exported .tflite or .onnx"
             )
         norm = self.backend.norm if self.format == "tflite" else None
         return PortableClassifier(
@@ -305,7 +317,7 @@ class Classifier:
 class PortableClassifier:
     """A ``Classifier`` as data (``Classifier.portable``); ``build`` makes it again."""
 
-    format: str  # tflite or keras
+    format: str  # tflite, onnx or keras
     data: bytes
     name: str
     classes: list[str]
@@ -318,6 +330,8 @@ class PortableClassifier:
         if self.format == "tflite":
             norm = Normalization(*self.normalization) if self.normalization else Normalization()
             backend: Any = LiteRTBackend(self.data, Path(self.name), norm, threads)
+        elif self.format == "onnx":
+            backend = OnnxBackend(self.data, Path(self.name), threads)
         else:
             import tempfile
 
@@ -330,10 +344,11 @@ class PortableClassifier:
 
 
 def load(path: str | Path, **options: Any) -> Classifier:
-    """Load a trained classifier: run directory, ``.keras``, ``.tflite`` or SavedModel folder.
+    """Load a trained classifier: run directory, ``.keras``, ``.tflite``, ``.onnx``, OpenVINO
+    ``.xml`` or SavedModel folder.
 
     Options: ``labels`` (file), ``input_mean``/``input_std`` (``.tflite`` without metadata),
-    ``threads`` (LiteRT).
+    ``threads`` (LiteRT, ONNX Runtime, OpenVINO).
 
     Example
     -------

@@ -15,7 +15,7 @@ class LoadOptions:
     labels: str | None = option(None, "Labels file, one per line.", metavar="PATH")
     input_mean: float | None = option(None, ".tflite without metadata: see --input-std.")
     input_std: float | None = option(None, ".tflite without metadata: (pixel - mean) / std.", rule=positive("255"))
-    threads: int | None = option(None, "LiteRT threads (default: all cores).", rule=whole(1))
+    threads: int | None = option(None, "Inference threads (default: all cores).", rule=whole(1))
 
     def load_options(self) -> dict[str, Any]:
         """These options as ``load`` takes them (checked)."""

@@ -34,6 +34,9 @@ DEFAULT_MAX_FILES = 16
 EXPORT_PREFERENCE = ("float32", "float16", "dynamic", "int8")
 
 
+PER_WORKER_SUFFIXES = (".tflite", ".onnx", ".xml")
+
+
 def resolve_model(path: str | Path) -> tuple[Path, str | None]:
     """The file to serve for ``path`` and, if it is not LiteRT, a note saying why.
 
@@ -61,11 +64,12 @@ def resolve_model(path: str | Path) -> tuple[Path, str | None]:
 
 
 def _load_instances(path: Path, workers: int) -> list[Classifier]:
-    """One LiteRT interpreter per worker (they are not thread-safe); one shared TensorFlow
-    model for other formats, which the pool hands to one thread at a time."""
+    """One LiteRT interpreter, ONNX Runtime session or OpenVINO request per worker, each
+    on its share of the cores (LiteRT's and OpenVINO's are not thread-safe); one shared
+    TensorFlow model for other formats, which the pool hands to one thread at a time."""
     threads = max(1, (os.cpu_count() or 1) // workers)
-    first = load(path, threads=threads) if path.suffix == ".tflite" else load(path)
-    if first.format != "tflite":
+    first = load(path, threads=threads) if path.suffix in PER_WORKER_SUFFIXES else load(path)
+    if first.format in ("keras", "savedmodel"):
         return [first]
     return [first] + [load(path, threads=threads) for _ in range(workers - 1)]
 
@@ -111,11 +115,13 @@ def model_summary(clf: Classifier, model_file: Path) -> dict[str, Any]:
     for split in ("val", "test"):
         if isinstance(metrics.get(split), dict):
             summary["metrics"][split] = {k: v for k, v in metrics[split].items() if k == "n" or k.endswith("accuracy")}
-    if clf.format == "tflite":
-        for variant in ExportDir(model_file.parent).read_report().get("variants", []):
-            if Path(str(variant.get("file", ""))).name == model_file.name:
+    if clf.format not in ("keras", "savedmodel"):
+        # An OpenVINO model sits in export/openvino/, the others in export/ itself.
+        folder = model_file.parent.parent if clf.format == "openvino" else model_file.parent
+        for variant in ExportDir(folder).read_report().get("variants", []):
+            if Path(str(variant.get("file", ""))).name == model_file.name and variant.get("format", "tflite") == clf.format:
                 summary["export"] = {
-                    "precision": variant.get("name"),
+                    "precision": variant.get("precision", variant.get("name")),
                     "accuracy": variant.get("accuracy"),
                     "agreement_with_keras": variant.get("agreement"),
                 }
