@@ -164,8 +164,7 @@ def test_a_precision_the_format_lacks_is_refused(trained_run):
 
 
 def _tiny_onnx(**metadata):
-    """A valid ONNX classifier-shaped model: [n, 4, 4, 3] -> [n, 2] (mean of pixels, twice)."""
-    import onnx
+    """A valid ONNX classifier-shaped model: [n, 4, 4, 3] -> [n, 2] (the first two channels' means)."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
