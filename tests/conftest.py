@@ -47,6 +47,36 @@ def make_image(
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
 
+def save_modern(img: Image.Image, path: Path, exif: bytes | None = None) -> Path:
+    """``img`` as AVIF (Pillow) or HEIC (pillow-heif's own API) by ``path``'s suffix, at the
+    codecs' near-lossless settings. pillow-heif writes without registering anything with
+    Pillow, so a test sees only the HEIF reading that imgclf itself sets up."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"exif": exif} if exif else {}
+    if path.suffix == ".avif":
+        img.save(path, "AVIF", quality=100, subsampling="4:4:4", **extra)
+    else:
+        import pillow_heif
+
+        pillow_heif.from_pillow(img).save(path, quality=-1, chroma=444, **extra)
+    return path
+
+
+@pytest.fixture
+def without_heic_extra(monkeypatch):
+    """As if pillow-heif were not installed (imgclf[heic] left out): imgclf does not find it,
+    and Pillow has no HEIF opener even if an earlier test had registered it."""
+    from imgclf.data import decode
+
+    monkeypatch.setattr(decode, "_HEIF_INSTALLED", False)
+    monkeypatch.delitem(Image.OPEN, "HEIF", raising=False)
+    monkeypatch.setattr(Image, "ID", [f for f in Image.ID if f != "HEIF"])
+    decode.heif_readable.cache_clear()
+    yield
+    monkeypatch.undo()
+    decode.heif_readable.cache_clear()  # registered again at the next decode
+
+
 @pytest.fixture
 def color_folders(tmp_path) -> Path:
     """DATA/<class>/*.png with 10 images in each of 3 colour classes."""

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.data.decode import IMAGE_FORMATS, DecodeError, decode_image, image_size
+from imgclf.data.decode import IMAGE_FORMATS, DecodeError, decode_image, decode_with_info, image_size, inspect_image
 
-from .conftest import png_header_only
+from .conftest import png_header_only, save_modern
 
 
 def _save(img: Image.Image, path, **kw):
@@ -269,7 +269,7 @@ def test_max_pixels_and_formats_are_checked_before_decoding(tmp_path):
     assert image_size(png.read_bytes(), formats=IMAGE_FORMATS) == image_size(png) == (100, 50)  # IHDR, Pillow
     tiff = _save(Image.new("RGB", (4, 4)), tmp_path / "a.tiff")
     assert decode_image(tiff).shape == (4, 4, 3)  # training reads what Pillow reads...
-    with pytest.raises(DecodeError, match=r"not an image in a format read here \(JPEG, PNG, BMP, GIF, WEBP\)"):
+    with pytest.raises(DecodeError, match=r"not an image in a format read here \(JPEG, PNG, BMP, GIF, WEBP, AVIF, HEIF\)"):
         decode_image(tiff, formats=IMAGE_FORMATS)  # ...the server only the documented formats
 
 
@@ -290,3 +290,71 @@ def test_crop_keeps_the_centred_square_and_squash_the_whole_image(tmp_path):
     assert (decode_image(grey, 20, resize="crop")[:, 1:-1] == 255).all()
     with pytest.raises(ValueError, match="resize 'fill'"):
         decode_image(path, 20, resize="fill")
+
+
+# --- AVIF always, HEIC/HEIF with imgclf[heic] (pillow-heif) ------------------------------------
+
+
+def _picture(alpha: bool = False) -> Image.Image:
+    """48x24 with smooth gradients and a blue block at the top left: asymmetric, so a missing,
+    wrong or repeated rotation shows; with ``alpha``, a transparent band and a soft edge."""
+    y, x = np.mgrid[0:24, 0:48]
+    arr = np.stack([x * 5, y * 10, np.full_like(x, 90)], axis=-1).astype(np.uint8)
+    arr[:8, :12] = (20, 40, 230)
+    if alpha:
+        a = np.full((24, 48, 1), 255, np.uint8)
+        a[:, 36:] = 0
+        a[:, 24:36, 0] = np.linspace(255, 0, 12, dtype=np.uint8)
+        return Image.fromarray(np.concatenate([arr, a], axis=-1), "RGBA")
+    return Image.fromarray(arr)
+
+
+@pytest.mark.parametrize("suffix", [".avif", ".heic"])
+@pytest.mark.parametrize("case", ["plain", "exif orientation 6", "transparent"])
+def test_avif_and_heic_decode_to_the_pixels_of_their_png_source(tmp_path, suffix, case):
+    img = _picture(alpha=case == "transparent")
+    exif = None
+    if case == "exif orientation 6":
+        orientation = Image.Exif()
+        orientation[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+        exif = orientation.tobytes()
+    png = tmp_path / "source.png"
+    img.save(png, exif=exif or b"")
+    modern = save_modern(img, tmp_path / f"photo{suffix}", exif)
+    expected, png_info = decode_with_info(png)
+    # The bytes as serve and the Studio decode an upload: only the formats they document.
+    got, info = decode_with_info(modern.read_bytes(), formats=IMAGE_FORMATS)
+    # Rotated exactly once: portrait (not left landscape, nor turned twice back to it), and
+    # the same way round as the PNG (the blue block at the top right).
+    assert got.shape == expected.shape == ((48, 24, 3) if exif else (24, 48, 3))
+    assert np.abs(got.astype(int) - expected).max() <= 4, "beyond the near-lossless codec's error"
+    assert info.format == {".avif": "AVIF", ".heic": "HEIF"}[suffix]
+    assert (info.width, info.height, info.exif_rotated) == (png_info.width, png_info.height, png_info.exif_rotated)
+    assert inspect_image(modern) == info  # what the doctor records: displayed size, rotation
+    small = decode_image(modern, 16)
+    assert np.abs(small.astype(int) - decode_image(png, 16)).max() <= 4
+
+
+def test_heic_gives_its_primary_image_not_the_first(tmp_path):
+    import pillow_heif
+
+    heif = pillow_heif.from_pillow(Image.new("RGB", (32, 32), (255, 0, 0)))
+    heif.add_from_pillow(Image.new("RGB", (48, 16), (0, 0, 255)))
+    heif.save(tmp_path / "two.heic", quality=-1, primary_index=1)
+    pixels, info = decode_with_info(tmp_path / "two.heic")
+    assert pixels.shape == (16, 48, 3) and (info.width, info.height) == (48, 16)
+    assert pixels[8, 24, 2] > 200 and pixels[8, 24, 0] < 50
+
+
+def test_heic_without_the_extra_says_what_to_install(tmp_path, without_heic_extra):
+    heic = save_modern(_picture(), tmp_path / "IMG_0001.heic")
+    with pytest.raises(DecodeError, match=r"^HEIC/HEIF image: reading it needs pip install 'imgclf\[heic\]'$"):
+        decode_image(heic)
+    served = r"^not an image in a format read here \(JPEG, PNG, BMP, GIF, WEBP, AVIF; HEIC/HEIF needs pip install"
+    with pytest.raises(DecodeError, match=served):
+        decode_image(heic.read_bytes(), formats=IMAGE_FORMATS)  # HEIF left out, not a KeyError in Pillow
+    garbage = tmp_path / "garbage.heic"
+    garbage.write_bytes(b"not a picture at all, whatever the name says")
+    with pytest.raises(DecodeError, match="^not an image Pillow can read$"):
+        decode_image(garbage)
+    assert decode_image(save_modern(_picture(), tmp_path / "fine.avif")).shape == (24, 48, 3)  # AVIF needs no extra

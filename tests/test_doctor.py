@@ -8,7 +8,7 @@ from imgclf.cli import main
 from imgclf.data.doctor import check_dataset
 from imgclf.progress import Reporter
 
-from .conftest import BROKEN, COLORS, make_image
+from .conftest import BROKEN, COLORS, make_image, save_modern
 
 
 def _locked_is_readable(root) -> bool:
@@ -125,6 +125,75 @@ def test_train_completes_on_the_hostile_folder_and_lists_skipped_files(hostile_f
     assert skipped == set(BROKEN) | (set() if _locked_is_readable(hostile_folder) else {"locked.png"})
     assert "empty_class" not in result.classes and {"Blue", "blue", "red", "green"} <= set(result.classes)
     assert (result.run_dir / "model.keras").exists()
+
+
+def _modern_folder(root, per_class: int = 6):
+    """DATA/<class>/ of AVIF and HEIC images only, every other one of each; in "red", one with
+    EXIF orientation 6 of each format and one with transparency."""
+    import numpy as np
+    from PIL import Image
+
+    rotate = Image.Exif()
+    rotate[0x0112] = 6
+    for c, (name, rgb) in enumerate(COLORS.items()):
+        for i in range(per_class):
+            rng = np.random.default_rng(10 * c + i)
+            arr = np.clip(np.array(rgb) + rng.integers(-20, 21, (48, 64, 3)), 0, 255).astype(np.uint8)
+            img = Image.fromarray(arr)
+            if name == "red" and i == 4:
+                img = img.convert("RGBA")
+                img.putalpha(Image.linear_gradient("L").resize(img.size))
+            exif = rotate.tobytes() if name == "red" and i < 2 else None
+            save_modern(img, root / name / f"{i:02d}{('.avif', '.heic')[i % 2]}", exif)
+    return root
+
+
+def test_avif_and_heic_are_checked_like_any_image(tmp_path):
+    report = check_dataset(_modern_folder(tmp_path / "data"))
+    assert report.problems == []
+    assert report.counts == {"all": {name: 6 for name in COLORS}}
+    stats = report.image_stats
+    assert stats["formats"] == {"AVIF": 9, "HEIF": 9} and stats["exif_rotated"] == 2
+    assert stats["width"]["min"] == 48 and stats["height"]["max"] == 64  # the two rotated ones, as displayed
+
+
+def test_heic_without_the_extra_is_listed_as_needing_it(tmp_path, without_heic_extra, capsys):
+    data = _modern_folder(tmp_path / "data")
+    (data / "red" / "garbage.heic").write_bytes(b"a text file named like a photo")
+    report = check_dataset(data)
+    needs = _problem(report, "needs_heic_extra")
+    assert needs.message == "9 HEIC/HEIF images that need pip install 'imgclf[heic]' (skipped in training)"
+    assert sorted(needs.paths) == [
+        f"{data / name / f'{i:02d}.heic'}: HEIC/HEIF image: reading it needs pip install 'imgclf[heic]'"
+        for name in sorted(COLORS) for i in (1, 3, 5)
+    ]
+    assert "unreadable" not in {p.kind for p in report.problems}  # not called broken...
+    assert _problem(report, "non_image").paths[0].endswith("garbage.heic: not an image Pillow can read")  # ...unless it is
+    assert report.counts == {"all": {name: 3 for name in COLORS}}  # the AVIFs: no extra needed
+    assert main(["check", str(data)]) == 1
+    assert "pip install 'imgclf[heic]'" in capsys.readouterr().out
+
+
+def test_a_heic_refused_without_the_extra_is_read_again_once_it_is_installed(tmp_path):
+    data = _modern_folder(tmp_path / "data", per_class=2)
+    refused = "HEIC/HEIF image: reading it needs pip install 'imgclf[heic]'"
+
+    def known(path, size, mtime_ns):  # the shards of an `imgclf embed` run without the extra
+        return ("0" * 64, None, refused) if path.endswith(".heic") else None
+
+    report = check_dataset(data, known=known)
+    assert report.problems == [] and report.image_stats["formats"] == {"AVIF": 3, "HEIF": 3}
+
+
+def test_trains_on_avif_and_heic_images(tmp_path):
+    data = _modern_folder(tmp_path / "data")
+    result = imgclf.train(data, out=str(tmp_path / "run"), epochs=2, input_size=64, reporter=Reporter(quiet=True))
+    config = json.loads((result.run_dir / "config.json").read_text())
+    trained_on = sorted(rel for rows in config["splits"].values() for rel, _ in rows)
+    assert trained_on == sorted(str(p.relative_to(data)) for p in data.rglob("*.*"))  # all 18, 9 of each
+    assert config["skipped_images"] == []
+    predicted = imgclf.predict(result.run_dir, [data / "red"])
+    assert len(predicted) == 6 and not any("error" in row for row in predicted)
 
 
 def test_label_issues_find_flipped_labels(sample_copy, tmp_path):

@@ -182,7 +182,8 @@ def test_several_files_give_one_result_each_in_order(client, clf):
     assert r.status_code == 200
     results = r.json()["results"]
     assert [x["filename"] for x in results] == ["a.png", "notes.txt", "b.png"]
-    assert results[1] == {"filename": "notes.txt", "error": "not an image in a format read here (JPEG, PNG, BMP, GIF, WEBP)"}
+    error = "not an image in a format read here (JPEG, PNG, BMP, GIF, WEBP, AVIF, HEIF)"
+    assert results[1] == {"filename": "notes.txt", "error": error}
     offline = clf.predict([IMAGES[0], IMAGES[5]], top_k=2)
     assert [p["label"] for p in results[0]["predictions"]] == [p["label"] for p in offline[0]["predictions"]]
     assert [p["label"] for p in results[2]["predictions"]] == [p["label"] for p in offline[1]["predictions"]]

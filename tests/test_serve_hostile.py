@@ -28,6 +28,7 @@ import requests
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from imgclf.data.decode import heif_readable
 from imgclf.errors import ModelError
 from imgclf.inference.classifier import Classifier
 from imgclf.serving import bind, uvicorn_server
@@ -419,8 +420,9 @@ def test_only_documented_formats_are_decoded(stub, fmt):
     client = TestClient(create_app(stub))
     r = client.post("/v1/classify", content=image_bytes(fmt=fmt, size=(16, 16)))
     assert r.status_code == 415, r.text
-    assert "not an image in a format read here (JPEG, PNG, BMP, GIF, WEBP)" in r.json()["error"]
-    for ok in ("JPEG", "PNG", "BMP", "GIF", "WEBP"):
+    assert "not an image in a format read here (JPEG, PNG, BMP, GIF, WEBP, AVIF, HEIF)" in r.json()["error"]
+    heif_readable()  # registers pillow-heif's writer too, for the HEIF image
+    for ok in ("JPEG", "PNG", "BMP", "GIF", "WEBP", "AVIF", "HEIF"):
         assert client.post("/v1/classify", content=image_bytes(fmt=ok, size=(16, 16))).status_code == 200, ok
 
 

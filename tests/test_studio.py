@@ -19,7 +19,7 @@ from imgclf.cli import main
 from imgclf.serving.studio.app import create_studio_app
 from imgclf.serving.studio.config import StudioConfig
 
-from .conftest import COLORS, SAMPLE, make_image, png_header_only
+from .conftest import COLORS, SAMPLE, make_image, png_header_only, save_modern
 
 
 def png(color=(200, 30, 30), size=48, seed=0) -> bytes:
@@ -125,6 +125,30 @@ def test_uploads_are_checked_as_serve_checks_them_and_refusals_listed(studio):
     on_disk = sorted(p.name for p in (root / "data" / "cat").iterdir())
     assert on_disk == sorted(a["name"] for a in answer["added"])  # and nothing else, no temporary file
     assert not (root / "escape.png").exists() and not (root.parent / "escape.png").exists()
+
+
+def test_avif_and_heic_uploads_keep_their_format_and_have_thumbnails(studio, tmp_path):
+    client, root = studio
+    client.post("/v1/classes", json={"name": "cat"})
+    photo = Image.open(io.BytesIO(png()))
+    avif, heic = (save_modern(photo, tmp_path / name).read_bytes() for name in ("a.avif", "b.heic"))
+    files = [("file", ("holiday.jpg", avif, "image/jpeg")), ("file", ("IMG_0001.HEIC", heic, "image/heic"))]
+    answer = client.post("/v1/classes/cat/images", files=files).json()
+    assert answer["refused"] == [] and [a["name"] for a in answer["added"]] == ["holiday.avif", "IMG_0001.heic"]
+    listed = client.get("/v1/classes/cat/images").json()["images"]
+    assert sorted(e["name"] for e in listed) == ["IMG_0001.heic", "holiday.avif"]
+    for name in ("holiday.avif", "IMG_0001.heic"):
+        thumb = client.get(f"/v1/classes/cat/images/{name}/thumb")
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg", name
+
+
+def test_heic_upload_without_the_extra_says_what_to_install(studio, tmp_path, without_heic_extra):
+    client, _ = studio
+    client.post("/v1/classes", json={"name": "cat"})
+    heic = save_modern(Image.open(io.BytesIO(png())), tmp_path / "b.heic").read_bytes()
+    answer = client.post("/v1/classes/cat/images", files=[("file", ("IMG_0001.HEIC", heic, "image/heic"))]).json()
+    assert answer["added"] == []
+    assert answer["refused"][0]["reason"].endswith("; HEIC/HEIF needs pip install 'imgclf[heic]')")
 
 
 def test_upload_limits(studio):

@@ -3,12 +3,15 @@
 Training, evaluation, export calibration and serving all decode through ``decode_image``,
 so the model deployed is fed exactly what it was evaluated on. Pillow rather than
 ``tf.io.decode_image``: TensorFlow's decoders ignore EXIF orientation, cannot read CMYK,
-16-bit, palette-with-transparency, BMP variants or WebP consistently, and drop alpha.
+16-bit, palette-with-transparency, BMP variants, WebP or AVIF consistently, and drop alpha.
+HEIC/HEIF comes from pillow-heif when the optional extra is installed (``heif_readable``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import io
 import warnings
 from collections.abc import Iterator
@@ -22,10 +25,21 @@ from .color import WHITE
 
 # Bump when decode_image's output changes: it is part of every cached embedding's key.
 DECODE_VERSION = "pillow-bilinear-v1"
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+# HEIC/HEIF files are found even without the extra that reads them, so that the doctor can say
+# what to install instead of the photos being passed over in silence.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".avif", ".heic", ".heif"})
+# pillow-heif reads HEIC/HEIF. An optional extra, never a core dependency: its wheels bundle the
+# x265 encoder, which is GPLv2. Looked for here without importing it (that costs ~20 ms); its
+# opener is registered with Pillow at the first decode (``heif_readable``).
+HEIF_EXTRA = "pip install 'imgclf[heic]'"
+_HEIF_INSTALLED = importlib.util.find_spec("pillow_heif") is not None
 # The Pillow formats of those extensions: what ``imgclf serve`` opens (``formats=``), so bytes
 # from a client never reach Pillow's other, less exercised decoders (TIFF, PSD, EPS, ...).
-IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
+# AVIF before HEIF: both claim files of the generic "mif1" brand (see ``heif_readable``).
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "AVIF") + (("HEIF",) if _HEIF_INSTALLED else ())
+# The ISOBMFF brands of HEIF images (pillow-heif's list): how a HEIC file is told from
+# garbage when nothing here can read it.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 # How an image becomes the square input: stretched whole (the tutorial's way, and a plain
 # tf.image.resize), or its centred square, at the image's own aspect (the usual evaluation
 # crop of torchvision-style pipelines).
@@ -98,6 +112,45 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     return img.convert("RGB")
 
 
+@functools.cache
+def heif_readable() -> bool:
+    """Whether HEIC/HEIF images can be read here (pillow-heif, ``pip install 'imgclf[heic]'``).
+    The first call registers pillow-heif's opener with Pillow.
+
+    Example
+    -------
+    >>> heif_readable()  # doctest: +SKIP
+    True
+    """
+    if not _HEIF_INSTALLED:
+        return False
+    try:
+        import pillow_heif
+        from PIL import AvifImagePlugin  # noqa: F401
+
+        # Registered after Pillow's AVIF opener, so tried after it: both accept the generic
+        # "mif1" brand, and an AVIF taken by pillow-heif fails (its libheif has no AV1 decoder).
+        pillow_heif.register_heif_opener()  # idempotent, so a race between threads is harmless
+    except ImportError:  # a broken install: its C extension fails to load
+        return False
+    return True
+
+
+def _looks_heif(source: str | Path | bytes | np.ndarray) -> bool:
+    """Whether ``source`` starts like a HEIF file (an ``ftyp`` box of a HEIF brand)."""
+    if isinstance(source, np.ndarray):
+        return False
+    try:
+        if isinstance(source, bytes):
+            head = source[:12]
+        else:
+            with open(source, "rb") as f:
+                head = f.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
 def _open(source: str | Path | bytes | np.ndarray, formats: tuple[str, ...] | None) -> Image.Image:
     if isinstance(source, np.ndarray):
         if (
@@ -125,6 +178,9 @@ def _opened(
     formats: tuple[str, ...] | None = None,
 ) -> Iterator[Image.Image]:
     """Open an image, refusing bombs before decoding, and turn every failure into a ``DecodeError``."""
+    heif = not isinstance(source, np.ndarray) and heif_readable()
+    if formats and not heif:
+        formats = tuple(f for f in formats if f != "HEIF")  # Pillow fails on a format it lacks
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -136,13 +192,19 @@ def _opened(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError(f"too large (decompression bomb): {exc}") from None
     except UnidentifiedImageError:
+        needs_extra = not heif and _looks_heif(source)
         if formats:
-            raise DecodeError(f"not an image in a format read here ({', '.join(formats)})") from None
+            hint = f"; HEIC/HEIF needs {HEIF_EXTRA}" if needs_extra else ""
+            raise DecodeError(f"not an image in a format read here ({', '.join(formats)}{hint})") from None
+        if needs_extra:
+            raise DecodeError(f"HEIC/HEIF image: reading it needs {HEIF_EXTRA}") from None
         raise DecodeError("not an image Pillow can read") from None
     except PermissionError as exc:
         raise DecodeError(f"cannot read: {exc.strerror}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"corrupt or truncated: {exc}") from None
+    except RuntimeError as exc:  # libheif (pillow-heif), e.g. a codec it was built without
+        raise DecodeError(f"cannot decode: {exc}") from None
 
 
 def decode_image(
@@ -194,7 +256,8 @@ def decode_with_info(
         info = _info(img)  # before draft(), which changes the size and mode
         if size and img.format == "JPEG":
             img.draft("RGB", (size, size))  # decode at a reduced scale that is still >= size
-        img.seek(0)
+        if img.format != "HEIF":  # a HEIF file opens at its primary image, which need not be the first
+            img.seek(0)
         img = ImageOps.exif_transpose(img) or img
         if img.width < 1 or img.height < 1:
             raise DecodeError("empty image (0 pixels)")
@@ -282,6 +345,14 @@ def inspect_image(path: str | Path) -> ImageInfo:
 
 def _info(img: Image.Image) -> ImageInfo:
     """An opened image's ``ImageInfo``, from its header (before any draft or transpose)."""
+    if img.format == "HEIF":
+        # pillow-heif hands over pixels already upright (libheif applies the container's
+        # rotation and mirroring) with the EXIF orientation reset to 1, the file's kept in
+        # info: nothing is left to rotate, and width and height are as displayed.
+        # (Pillow's AVIF reader does the opposite: pixels as stored, the container's rotation
+        # as EXIF orientation, which exif_transpose then applies, like a JPEG's.)
+        turned = img.info.get("original_orientation") not in (None, 1)
+        return ImageInfo(img.width, img.height, img.mode, img.format, turned)
     orientation = img.getexif().get(0x0112, 1)
     width, height = img.width, img.height
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: displayed width and height swap

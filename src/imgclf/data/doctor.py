@@ -6,7 +6,8 @@ intact. The report holds statistics and problems, each with a severity and the p
 
 - fatal (exit 2): training is impossible (fewer than 2 classes with usable images, a class
   with too few usable images to split);
-- warning (exit 1): unreadable, corrupt, zero-byte or non-image files, images smaller than
+- warning (exit 1): unreadable, corrupt, zero-byte or non-image files, HEIC/HEIF images
+  without the extra that reads them (``pip install 'imgclf[heic]'``), images smaller than
   32 px on a side, extreme aspect ratios, exact duplicates within a class, across classes
   (conflicting labels) or across train/val/test folders (leakage), empty class folders,
   class folders whose names differ only in case.
@@ -33,7 +34,7 @@ from ..errors import DataError
 from ..fileio import content_digest, default_workers
 from ..text import name_problem, shown
 from .dataset import _is_hidden, _subfolders, resolve_layout, utf8_name
-from .decode import IMAGE_EXTENSIONS, DecodeError, ImageInfo, inspect_image
+from .decode import HEIF_EXTRA, IMAGE_EXTENSIONS, DecodeError, ImageInfo, heif_readable, inspect_image
 from .manifest import Manifest, RemoteRows, fetch_remote, is_manifest, read_manifest
 
 MIN_SIDE = 32
@@ -142,7 +143,8 @@ def _inspect(record: FileRecord, known: Known | None = None) -> FileRecord:
     if record.size == 0:
         record.error = "empty file (0 bytes)"
         return record
-    if known and (facts := known(os.path.abspath(path), st.st_size, st.st_mtime_ns)):
+    facts = known(os.path.abspath(path), st.st_size, st.st_mtime_ns) if known else None
+    if facts and not _readable_now(facts[2]):
         record.digest, record.info, record.error = facts
         return record
     try:
@@ -153,6 +155,11 @@ def _inspect(record: FileRecord, known: Known | None = None) -> FileRecord:
     except OSError as exc:
         record.error = f"cannot read: {exc.strerror or exc}"
     return record
+
+
+def _readable_now(error: str | None) -> bool:
+    """Whether an earlier read's reason no longer holds: a HEIC refused before the extra was installed."""
+    return bool(error) and error.startswith(_UNUSABLE["needs_heic_extra"][0]) and heif_readable()
 
 
 def check_dataset(
@@ -266,11 +273,14 @@ _UNUSABLE = {  # kind: (how the reason starts, how the problem is titled)
     "zero_bytes": ("empty file", "zero-byte files"),
     "non_image": ("not an image", "files that are not images"),
     "too_large": ("too large", "images too large to decode safely (decompression bombs)"),
+    # Not broken: readable once the optional extra is installed (decode.heif_readable).
+    "needs_heic_extra": ("HEIC/HEIF image", f"HEIC/HEIF images that need {HEIF_EXTRA}"),
 }
 
 
 def _unreadable(unusable: list[FileRecord]) -> list[Problem]:
-    """One problem per kind of unusable file: empty, not an image, a bomb, corrupt."""
+    """One problem per kind of unusable file: empty, not an image, a bomb, HEIC without the
+    extra that reads it, corrupt."""
     by_kind: dict[str, list[FileRecord]] = defaultdict(list)
     for r in unusable:
         kind = next((k for k, (start, _) in _UNUSABLE.items() if r.error.startswith(start)), "unreadable")

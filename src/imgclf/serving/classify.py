@@ -90,7 +90,7 @@ def _openapi(max_upload_bytes: int) -> dict[str, Any]:
         (400, "corrupt or empty image"),
         (408, "the body did not arrive in time, or too slowly"),
         (413, "upload too large, or an image of too many pixels"),
-        (415, "not an image, or not JPEG, PNG, BMP, GIF or WebP"),
+        (415, f"not an image, or not {', '.join(IMAGE_FORMATS)}"),
         (422, "bad top_k"),
         (429, "too many requests under way from your address"),
         (503, "all workers busy, or too many uploads at once: retry after the Retry-After seconds"),

@@ -26,8 +26,11 @@ from ...fileio import fsync_path, write_json
 from ...text import name_problem
 
 ORDER_FILE = "studio.json"  # the classes' display order, the one thing not in the folder names
-# The suffix an accepted upload gets from its real format (Pillow's name).
-SUFFIX_OF_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp"}
+# The suffix an accepted upload gets from its real format (Pillow's name; "HEIF" is pillow-heif's,
+# whose files are nearly all phone photos named .heic).
+SUFFIX_OF_FORMAT = {
+    "JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "AVIF": ".avif", "HEIF": ".heic",
+}
 MAX_NAME = 120  # characters of a class or file name: far above real ones, far below filesystem limits
 _UNSAFE_IN_FILE_NAME = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 
