@@ -38,7 +38,7 @@ lint: setup
 # Benchmarks need the Fashion-MNIST source files (Debian package) to write their folders;
 # real_photos.py needs the real-photo sets built by ../shared/tools/realdata.py (it says how
 # when they are missing, and skips them); with them, the real-photo scripts take hours.
-bench: setup
+bench: setup chromium
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/train_speed.py

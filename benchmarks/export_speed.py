@@ -1,13 +1,17 @@
-"""Export sizes, parity and latency of the four .tflite precisions (issue 3).
+"""Export sizes, parity and latency of every format: the four .tflite precisions (issue 3),
+ONNX, OpenVINO and the web page in headless Chromium (issue 19).
 
     make bench            # or: .venv/bin/python benchmarks/export_speed.py [--per-class 1000]
 
-Trains `imgclf train` (defaults) on the Fashion-MNIST 1000-per-class folders, exports all
-four precisions with `imgclf export` (parity on the run's 2,000 validation and 1,000 test
-images, latency at batch 1 on LiteRT/XNNPACK with both cores), and checks, in that one run:
-int8 size <= 30 % of float32; int8 accuracy within 1.5 points of float32; int8 latency at
-least 1.5x lower than float32. Writes benchmarks/results/export_speed.json and its section
-of BENCHMARKS.md.
+Trains `imgclf train` (defaults) on the Fashion-MNIST 1000-per-class folders, exports every
+format with `imgclf export --format tflite,onnx,openvino,web` (parity on the run's 2,000
+validation and 1,000 test images, latency at batch 1 on both cores: LiteRT/XNNPACK, ONNX
+Runtime, OpenVINO; the web page on LiteRT.js, one thread, timed inside Chromium), and checks,
+in that one run: int8 size <= 30 % of float32; int8 accuracy within 1.5 points of float32;
+int8 latency at least 1.5x lower than float32; each float32 export agrees with the Keras
+model on every image; each int8 export within 1.5 points of the Keras model's accuracy.
+Needs the imgclf[onnx,openvino,web] extras (make bench installs them) and Chromium. Writes
+benchmarks/results/export_speed.json and its section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ def main() -> None:
         )
         t = time.perf_counter()
         subprocess.run(
-            [str(BIN / "imgclf"), "--quiet", "export", str(run), "--runs", "200"],
+            [str(BIN / "imgclf"), "--quiet", "export", str(run), "--runs", "200", "--format", "tflite,onnx,openvino,web"],
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,
@@ -61,11 +65,20 @@ def main() -> None:
         "int8 test accuracy - float32 (points)": (drop, ">= -1.5", drop >= -1.5),
         "float32 p50 latency / int8 p50 latency": (speedup, ">= 1.5", speedup >= 1.5),
     }
+    keras = v["keras"]
+    for fmt in ("onnx", "openvino", "web"):
+        exact = v[f"{fmt} float32"]
+        checks[f"{fmt} float32: agreement with Keras"] = (exact["agreement"], "= 1.00", exact["agreement"] == 1.0)
+        quantized = v[f"{fmt} int8"]
+        points = round(100 * (quantized["accuracy"]["test"] - keras["accuracy"]["test"]), 2)
+        checks[f"{fmt} int8 test accuracy - Keras (points)"] = (points, ">= -1.5", points >= -1.5)
     lines = [
-        "## Export: size, parity and latency (issue 3)",
+        "## Export: size, parity and latency (issues 3 and 19)",
         "",
         f"`{COMMAND}` (`benchmarks/export_speed.py`): `imgclf train` with defaults on Fashion-MNIST, "
-        f"{args.per_class} train images per class (+100 test per class), then `imgclf export RUN --runs 200`.",
+        f"{args.per_class} train images per class (+100 test per class), then "
+        "`imgclf export RUN --runs 200 --format tflite,onnx,openvino,web`. The web rows ran in headless "
+        "Chromium (LiteRT.js, WebAssembly, one thread), timed inside the page.",
         "",
         table.strip(),
         "",
@@ -75,7 +88,7 @@ def main() -> None:
         + ", ".join(
             f"{x['name']} {x['convert_seconds']:.1f} s" for x in report["variants"] if "convert_seconds" in x
         )
-        + " (int8 includes calibration and re-fitting the head).",
+        + " (.tflite int8 includes calibration and re-fitting the head; onnx and openvino int8, their calibration).",
         "",
         "| check (one run) | measured | target | met |",
         "|---|---|---|---|",

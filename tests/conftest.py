@@ -108,15 +108,16 @@ def sample_copy(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def exported(trained_run, tmp_path_factory):
-    """A copy of the sample run, exported to all four .tflite precisions, a SavedModel, ONNX
-    and OpenVINO (the shared run itself stays as training left it). Returns (export folder, report)."""
+    """A copy of the sample run, exported to all four .tflite precisions, a SavedModel, ONNX,
+    OpenVINO and the web page, measured in Chromium (the shared run itself stays as training
+    left it). Returns (export folder, report)."""
     import imgclf
     from imgclf.progress import Reporter
 
     run = tmp_path_factory.mktemp("exported") / "sample"
     shutil.copytree(trained_run.run_dir, run)
     result = imgclf.export(
-        run, formats=["tflite", "savedmodel", "onnx", "openvino"], latency_runs=5, reporter=Reporter(quiet=True)
+        run, formats=["tflite", "savedmodel", "onnx", "openvino", "web"], latency_runs=5, reporter=Reporter(quiet=True)
     )
     return result.out, result.report
 

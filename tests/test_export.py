@@ -216,7 +216,7 @@ def test_cli_predict_and_benchmark_on_tflite(capsys, exported):
     "args,needle",
     [
         (["--quantize", "int4"], "--quantize int4: unknown"),
-        (["--format", "onnx"], "--format onnx: unknown"),
+        (["--format", "coreml"], "--format coreml: unknown"),
         (["--io-type", "int16"], "--io-type int16: unknown"),
         (["--calibration-images", "0"], "--calibration-images 0"),
     ],

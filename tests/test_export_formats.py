@@ -13,6 +13,7 @@ import imgclf
 from imgclf.cli import main
 from imgclf.errors import ModelError, UsageError
 from imgclf.exports.config import ExportConfig
+from imgclf.rundir import RunDir
 
 from .conftest import SAMPLE
 
@@ -39,6 +40,7 @@ def test_each_format_matches_the_keras_model_in_its_own_runtime(exported, keras_
     out, report = exported
     clf = imgclf.load(out / FILES[name])
     assert clf.format == name.split()[0]
+    assert RunDir.containing(out / FILES[name]).path == out.parent  # the run's framing and metrics apply
     assert clf.classes == imgclf.load(out.parent).classes
     probs, errors = clf.predict_proba(TEST_IMAGES)
     assert not errors

@@ -207,7 +207,8 @@ class RunDir:
     @classmethod
     def containing(cls, model: str | Path) -> RunDir | None:
         """The run a model belongs to: ``model`` itself, the folder of ``model.keras``, or the
-        run above ``export/`` (a ``.tflite`` or SavedModel); None when it is in no run.
+        run above ``export/`` (a ``.tflite``, ``.onnx`` or SavedModel), or above
+        ``export/openvino/`` and ``export/web/``; None when it is in no run.
 
         Example
         -------
@@ -215,7 +216,10 @@ class RunDir:
         RunDir('runs/demo')
         """
         model = Path(model)
-        for folder in (model, model.parent, model.parent.parent):
+        folders = [model, model.parent, model.parent.parent]
+        if model.parent.name in (ExportDir.OPENVINO, ExportDir.WEB):
+            folders.append(model.parent.parent.parent)
+        for folder in folders:
             if folder.is_dir() and (folder / cls.CONFIG).is_file():
                 return cls(folder)
         return None

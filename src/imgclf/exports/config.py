@@ -9,10 +9,12 @@ from ..errors import UsageError
 from ..litert import IO_TYPES, PRECISIONS
 from ..options import option, parse_given, validate_options, whole
 
-FORMATS = ("tflite", "savedmodel", "onnx", "openvino")
+FORMATS = ("tflite", "savedmodel", "onnx", "openvino", "web")
 # The precisions each format is written in (those of --quantize that it has), and the
 # modules it needs beyond imgclf's own dependencies, with the extra that installs them.
-FORMAT_PRECISIONS = {"tflite": PRECISIONS, "onnx": ("float32", "int8"), "openvino": ("float32", "int8")}
+FORMAT_PRECISIONS = {
+    "tflite": PRECISIONS, "onnx": ("float32", "int8"), "openvino": ("float32", "int8"), "web": ("float32", "int8"),
+}
 FORMAT_NEEDS = {"onnx": (("onnx", "onnxruntime", "tf2onnx"), "onnx"), "openvino": (("openvino", "nncf"), "openvino")}
 
 
@@ -28,7 +30,7 @@ class ExportConfig:
 
     run: str = option(help="Run directory made by `imgclf train`.", argument=True)
     formats: list[str] = option(
-        help="Comma-separated: tflite,savedmodel,onnx,openvino.", cli="--format", choices=FORMATS, many=True,
+        help="Comma-separated: tflite,savedmodel,onnx,openvino,web.", cli="--format", choices=FORMATS, many=True,
         factory=lambda: ["tflite"],
     )
     quantize: list[str] = option(
@@ -42,6 +44,11 @@ class ExportConfig:
         "int8: re-fit the head on the int8 backbone's features (recovers accuracy), or keep it.",
         choices=("refit", "keep"),
     )
+    web_runtime: str | None = option(
+        None, "web: folder with the LiteRT.js npm tarballs (`npm pack`), instead of the cache or the npm registry.",
+        metavar="DIR",
+    )
+    browser: str | None = option(None, "web: the Chromium that measures the page's parity (default: chromium on PATH).")
     threads: int | None = option(None, "Inference threads for the parity and latency runs.", rule=whole(1))
     latency_runs: int = option(50, "Latency runs per variant (after warm-up).", cli="--runs", rule=whole(1))
     name: str | None = option(None, "Metadata: model name.")
@@ -77,6 +84,8 @@ class ExportConfig:
         >>> ExportConfig(run="runs/demo", formats=["tflite", "onnx"]).precisions("onnx")
         ['float32', 'int8']
         """
-        if fmt not in self.formats:
+        if fmt == "tflite" and "tflite" not in self.formats and "web" in self.formats:
+            fmt = "web"  # the web page runs the export's own .tflite files: asking for it converts them
+        elif fmt not in self.formats:
             return []
         return [p for p in self.quantize if p in FORMAT_PRECISIONS.get(fmt, ())]

@@ -8,6 +8,7 @@ The export folder (default ``RUN/export/``) holds ``model_<precision>.tflite``,
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from ..litert.interpreter import Normalization
 from ..litert.metadata import ModelInfo
 from ..progress import Reporter
 from ..rundir import ExportDir, RunDir, RunRecord
+from .browser import Chromium, WebPage
 from .config import ExportConfig
 
 
@@ -38,9 +40,11 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
     from .openvino import export_openvino
     from .parity import measure_parity
     from .savedmodel import save_savedmodel
+    from .web_runtime import runtime_files
 
     config.validate()
     reporter = reporter or Reporter()
+    web_runtime = runtime_files(config.web_runtime) if "web" in config.formats else {}  # first: it may download
     run = RunDir(config.run)
     record = run.load()
     _copy_remote_images(record, reporter)
@@ -70,14 +74,48 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
             )
             variants += [variant for variant, _ in done]
             backends.update({variant["name"]: backend for variant, backend in done})
-
-    report = measure_parity(record, variants, backends, config.latency_runs, reporter)
+    with contextlib.ExitStack() as pages:
+        warnings = []
+        if "web" in config.formats:
+            warnings = _export_web(config, info, record, threshold, out, web_runtime, variants, backends, pages, reporter)
+        report = measure_parity(record, variants, backends, config.latency_runs, reporter)
+        report["warnings"] = warnings + report["warnings"] + [
+            f"{name}: the page requested {url}, outside its own origin"
+            for name, page in backends.items() if isinstance(page, WebPage) for url in page.off_origin
+        ]
     report["config"] = vars(config).copy()
     report["unknown_threshold"] = threshold
     report["calibration"] = {"images": len(calibration), "skipped": skipped}
     write_json(out.report_json, report)
     write_text(out.report_md, parity_markdown(report))
     return report
+
+
+def _export_web(
+    config: ExportConfig, info: ModelInfo, record: RunRecord, threshold: float | None, out: ExportDir,
+    runtime: dict[str, bytes], variants: list[dict[str, Any]], backends: dict[str, Any],
+    pages: contextlib.ExitStack, reporter: Reporter,
+) -> list[str]:
+    """Write ``export/web/`` and open its page in headless Chromium once per model, so that
+    parity measures it there; without a browser, a warning saying why instead."""
+    from .browser import why_not_measurable
+    from .web import export_web
+
+    reporter.info("writing the web page ...")
+    models = {p: out.model(p).read_bytes() for p in config.precisions("web")}
+    web_variants = export_web(models, info, record, threshold, out, runtime)
+    variants += web_variants
+    problem = why_not_measurable(config.browser)
+    if problem:
+        return [f"web: parity not measured in a browser: {problem}"]
+    reporter.info("opening the web page in headless Chromium ...")
+    try:
+        chromium = pages.enter_context(Chromium(out.web, config.browser))
+        for variant in web_variants:
+            backends[variant["name"]] = chromium.open(variant["precision"])
+    except Exception as exc:  # Playwright's and the page's own errors: the export stands, unmeasured
+        return [f"web: parity not measured in Chromium: {str(exc).splitlines()[0][:300]}"]
+    return []
 
 
 def _copy_remote_images(record: RunRecord, reporter: Reporter) -> None:

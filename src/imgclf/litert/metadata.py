@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import io
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,3 +296,33 @@ def _read_capped(zf: zipfile.ZipFile, name: str) -> str:
 
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else (value or "")
+
+
+# The Tensor table's shape_signature field, as the generated ``Tensor.ShapeSignature`` reads it.
+_SHAPE_SIGNATURE_FIELD = 18
+
+
+def with_batch_of_one(model_bytes: bytes) -> bytes:
+    """The ``.tflite`` with its dynamic batch (``-1`` first in a tensor's shape signature)
+    fixed to 1; nothing else changes, byte for byte.
+
+    LiteRT.js (the web export's runtime) has no way to resize an input, and refuses any
+    tensor whose shape differs from the signature, so a model with a dynamic batch cannot
+    run there at all. Converting again with a batch of 1 would make a different file (and
+    re-fit the int8 head); patching the 32-bit values in place keeps the very weights whose
+    parity was measured. The schema classes have no setter for this, hence the offsets.
+
+    Example
+    -------
+    >>> web_bytes = with_batch_of_one(open("model_int8.tflite", "rb").read())  # doctest: +SKIP
+    """
+    out = bytearray(model_bytes)
+    model = _model_schema().Model.GetRootAs(model_bytes, 0)
+    for g in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(g)
+        for t in range(subgraph.TensorsLength()):
+            table = subgraph.Tensors(t)._tab
+            field = table.Offset(_SHAPE_SIGNATURE_FIELD)
+            if field and table.VectorLen(field) and table.Get(flatbuffers.number_types.Int32Flags, table.Vector(field)) == -1:
+                struct.pack_into("<i", out, table.Vector(field), 1)
+    return bytes(out)
