@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from imgclf.cli import main
+from imgclf.errors import UsageError
 from imgclf.serving.studio.app import create_studio_app
 from imgclf.serving.studio.config import StudioConfig
 
@@ -340,7 +341,7 @@ def test_training_from_the_studio_streams_its_progress_and_keeps_one_job_at_a_ti
     # Export: a job like training; then every file to download, the .tflite with its labels inside.
     assert client.post("/v1/runs/nope/export").status_code == 404
     job = client.post(f"/v1/runs/{run}/export")
-    assert job.status_code == 201 and job.json()["kind"] == "export"
+    assert job.status_code == 201 and job.json()["kind"] == "export" and job.json()["web_problem"] is None
     assert client.post("/v1/jobs", json={}).status_code == 409  # one job at a time
     end = follow(client)[-1]
     assert end["state"] == "finished", end
@@ -359,6 +360,40 @@ def test_training_from_the_studio_streams_its_progress_and_keeps_one_job_at_a_ti
 
     with zipfile.ZipFile(io.BytesIO(client.get(f"/runs/{run}/run.zip").content)) as archive:
         assert f"{run}/model.keras" in archive.namelist() and f"{run}/export/model_float32.tflite" in archive.namelist()
+    # The web page, as one zip: the page, its models and the runtime, ready for a static server.
+    assert "web.zip" in names
+    with zipfile.ZipFile(io.BytesIO(client.get(f"/runs/{run}/web.zip").content)) as archive:
+        assert {f"{run}-web/index.html", f"{run}-web/model_int8.tflite", f"{run}-web/runtime/litertjs/core.js"} <= set(
+            archive.namelist()
+        )
+    assert {v["name"] for v in end["export"]} >= {"web float32", "web int8"}
+    assert client.get("/runs/nope/web.zip").status_code == 404
+
+
+def test_export_without_the_web_runtime_still_exports_the_tflite(studio, monkeypatch):
+    """Offline with nothing cached, the Studio exports the .tflite alone and says why there is
+    no web page, instead of failing the whole export."""
+    from imgclf.exports import web_runtime
+    from imgclf.serving.studio.jobs import Jobs
+
+    client, root = studio
+    (root / "runs" / "r1").mkdir(parents=True)
+    (root / "runs" / "r1" / "model.keras").write_bytes(b"")  # the route only asks that the run has a model
+    asked = []
+
+    class Started:
+        def summary(self):
+            return {"kind": "export"}
+
+    def offline(given=None):
+        raise UsageError("--format web: cannot download @litertjs/core 2.5.3 from https://registry.npmjs.org (offline)")
+
+    monkeypatch.setattr(web_runtime, "runtime_files", offline)
+    monkeypatch.setattr(Jobs, "export", lambda self, run_dir, formats="tflite": asked.append(formats) or Started())
+    answer = client.post("/v1/runs/r1/export").json()
+    assert asked == ["tflite"] and "cannot download @litertjs/core" in answer["web_problem"]
+    monkeypatch.setattr(web_runtime, "runtime_files", lambda given=None: {})
+    assert client.post("/v1/runs/r1/export").json()["web_problem"] is None and asked[-1] == "tflite,web"
 
 
 def test_cancel_stops_the_run_as_ctrl_c_does(sample_project):

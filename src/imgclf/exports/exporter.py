@@ -1,8 +1,9 @@
-"""A run's model -> ``.tflite`` in four precisions, SavedModel, ONNX and OpenVINO, with
-metadata, and the parity report proving each file behaves like the model that was evaluated.
+"""A run's model -> ``.tflite`` in four precisions, SavedModel, ONNX, OpenVINO and a web
+page, with metadata, and the parity report proving each file behaves like the model that
+was evaluated.
 
 The export folder (default ``RUN/export/``) holds ``model_<precision>.tflite``,
-``model_<precision>.onnx``, ``openvino/``, ``labels.txt``, ``saved_model/``,
+``model_<precision>.onnx``, ``openvino/``, ``web/``, ``labels.txt``, ``saved_model/``,
 ``report.json`` and ``report.md`` (``rundir.ExportDir``).
 """
 

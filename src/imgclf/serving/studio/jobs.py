@@ -100,12 +100,13 @@ class Jobs:
                 args += [f"--{name.replace('_', '-')}", str(value)]
             return self._launch(Job(run_dir.name, run_dir, chosen), args)
 
-    def export(self, run_dir: Path) -> Job:
-        """Export a finished run (``imgclf export RUN``: four ``.tflite`` precisions with the
-        parity report) as the project's job."""
+    def export(self, run_dir: Path, formats: str = "tflite") -> Job:
+        """Export a finished run (``imgclf export RUN --format FORMATS``: by default four
+        ``.tflite`` precisions with the parity report) as the project's job."""
         with self._lock:
             self._check_idle()
-            return self._launch(Job(f"{run_dir.name}-export", run_dir, {}, kind="export"), ["export", str(run_dir)])
+            job = Job(f"{run_dir.name}-export", run_dir, {}, kind="export")
+            return self._launch(job, ["export", str(run_dir), "--format", formats])
 
     def _check_idle(self) -> None:
         if self.current and self.current.state == "running":
@@ -210,8 +211,13 @@ DOWNLOADS = (
 )
 
 
+# The web export's folder, offered as one zip.
+WEB_ZIP = "web.zip"
+
+
 def run_files(run_dir: Path) -> list[dict[str, Any]]:
-    """``[{"name", "bytes"}]`` of the run's files offered for download (``DOWNLOADS``).
+    """``[{"name", "bytes"}]`` of the run's files offered for download (``DOWNLOADS``, and
+    ``web.zip`` with the bytes of the web page's folder when it was exported).
 
     Example
     -------
@@ -223,6 +229,10 @@ def run_files(run_dir: Path) -> list[dict[str, Any]]:
         path = run_dir / name
         if path.is_file() and not path.is_symlink():
             out.append({"name": name, "bytes": path.stat().st_size})
+    web = RunDir(run_dir).export.web
+    if (web / "index.html").is_file() and not web.is_symlink():
+        files = [p for p in web.rglob("*") if p.is_file() and not p.is_symlink()]
+        out.append({"name": WEB_ZIP, "bytes": sum(p.stat().st_size for p in files)})
     return out
 
 

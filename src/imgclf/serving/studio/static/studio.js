@@ -499,8 +499,10 @@ async function loadRuns() {
 function showDownloads(run) {
   const base = `/runs/${encodeURIComponent(run.run)}`;
   const links = run.files.map((f) => element("li", {}, element("a", {
-    href: `${base}/files/${f.name.split("/").map(encodeURIComponent).join("/")}`,
-    textContent: `${f.name} (${(f.bytes / 1e6).toFixed(1)} MB)`,
+    href: f.name === "web.zip" ? `${base}/web.zip` : `${base}/files/${f.name.split("/").map(encodeURIComponent).join("/")}`,
+    textContent: f.name === "web.zip"
+      ? `the web page (.zip, ${(f.bytes / 1e6).toFixed(1)} MB): unzip, run python -m http.server in it, open http://localhost:8000/`
+      : `${f.name} (${(f.bytes / 1e6).toFixed(1)} MB)`,
   })));
   links.push(element("li", {}, element("a", { href: `${base}/run.zip`, textContent: "the whole run (.zip)" })));
   $("downloads").replaceChildren(...links);
@@ -602,8 +604,9 @@ function setUpTry() {
   $("threshold").addEventListener("input", () => setThreshold(Number($("threshold").value) / 100));
   $("export-button").addEventListener("click", async () => {
     try {
-      await api("POST", `/v1/runs/${encodeURIComponent($("try-run").value)}/export`);
+      const started = await api("POST", `/v1/runs/${encodeURIComponent($("try-run").value)}/export`);
       resetJob();
+      $("web-note").textContent = started.web_problem ? `No web page this time: ${started.web_problem}` : "";
       $("curves").hidden = true;  // no epochs in an export
       $("train-result").hidden = false;  // the accuracy stays shown while exporting
       follow(0);
