@@ -235,3 +235,15 @@ def test_an_onnx_model_that_is_not_a_classifier(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     with pytest.raises(ModelError, match=r"vector.onnx: not an image classifier \(inputs \[\[1, 8\]\]"):
         imgclf.load(path, labels=None)
+
+
+def test_hostile_openvino_files_are_clean_errors(exported, tmp_path):
+    out, _ = exported
+    garbage = tmp_path / "garbage.xml"
+    garbage.write_text("<net><layers><layer id='0' type='Parameter'/></layers></net>")
+    with pytest.raises(ModelError, match="garbage.xml: not a usable OpenVINO model"):
+        imgclf.load(garbage)
+    orphan = tmp_path / "orphan.xml"  # its weights file is missing
+    shutil.copy(out / "openvino" / "model_float32.xml", orphan)
+    with pytest.raises(ModelError, match="orphan.xml: not a usable OpenVINO model"):
+        imgclf.load(orphan)
