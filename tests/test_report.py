@@ -48,8 +48,9 @@ def test_report_of_a_full_run_has_every_section(trained_run, exported):
     ]
     assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
     assert not page.external
-    # per-class table (10 classes + header) and parity table (keras + 4 variants + header)
-    assert page.rows == 11 + 6
+    # per-class table (10 classes + header) and parity table (keras, 4 .tflite, 2 ONNX, 2 OpenVINO,
+    # 2 web, + header)
+    assert page.rows == 11 + 12 == 11 + len(exported[1]["variants"]) + 1
     html = (run / "report.html").read_text()
     assert "test accuracy" in html and "Model card" in html and "too_small" in html
     assert '<meta name="viewport"' in html

@@ -26,6 +26,7 @@ from ..progress import Reporter
 from ..rundir import ExportDir, RunDir, RunRecord
 from .browser import Chromium, WebPage
 from .config import ExportConfig
+from .int8_head import Refit, refit_head_for_int8
 
 
 def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[str, Any]:
@@ -68,10 +69,12 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
     if "savedmodel" in config.formats:
         reporter.info("writing SavedModel ...")
         save_savedmodel(keras_backend.model, record.classes, out.saved_model)
+    refit = _refit(config, record, keras_backend.model, reporter)
     for fmt, export in (("onnx", export_onnx), ("openvino", export_openvino)):
         if config.precisions(fmt):
             done = export(
-                keras_backend.model, info, threshold, config.precisions(fmt), calibration, out, reporter, config.threads
+                keras_backend.model, info, threshold, config.precisions(fmt), calibration, out, reporter, config.threads,
+                refit,
             )
             variants += [variant for variant, _ in done]
             backends.update({variant["name"]: backend for variant, backend in done})
@@ -90,6 +93,14 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
     write_json(out.report_json, report)
     write_text(out.report_md, parity_markdown(report))
     return report
+
+
+def _refit(config: ExportConfig, record: RunRecord, model: Any, reporter: Reporter) -> Refit | None:
+    """How the ONNX and OpenVINO int8 files re-fit their head (``--int8-head refit``, when
+    the run's images are still there), or None."""
+    if config.int8_head != "refit" or not record.root.exists():
+        return None
+    return lambda int8_backbone, label: refit_head_for_int8(model, record, int8_backbone, reporter, label)
 
 
 def _export_web(
@@ -171,14 +182,14 @@ def _export_tflite(
     """One ``.tflite`` with metadata, written atomically; its variant record and backend."""
     from ..litert.convert import to_tflite
     from ..litert.metadata import add_metadata
-    from .int8_head import refit_head_for_int8
+    from .int8_head import tflite_int8
 
     reporter.info(f"converting to {precision} .tflite ...")
     started = time.perf_counter()
     source, head_note = model, "as trained"
     if precision == "int8" and config.int8_head == "refit":
         if record.root.exists():
-            source = refit_head_for_int8(model, record, calibration, reporter)
+            source = refit_head_for_int8(model, record, tflite_int8(calibration), reporter)
             head_note = "re-fitted on the int8 backbone's features"
         else:
             reporter.warn(f"{record.root} is gone: int8 keeps the float-trained head")

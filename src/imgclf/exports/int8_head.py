@@ -9,6 +9,8 @@ so the features the head was fitted to are the ones the int8 file computes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .._keras import keras
@@ -33,7 +35,7 @@ def split_full_model(model: keras.Model) -> tuple[keras.Model, keras.layers.Laye
     return keras.Model(image, x, name="features"), model.layers[-1]
 
 
-def _int8_features(model: LiteRTModel, rows: list, record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
+def _int8_features(model: Callable[[np.ndarray], np.ndarray], rows: list, record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
     """The int8 backbone's features of the decodable images in ``rows`` and their labels."""
     features, errors = run_batches(
         model, [p for p, _ in rows], record.input_size, record.background, resize=record.resize
@@ -42,15 +44,32 @@ def _int8_features(model: LiteRTModel, rows: list, record: RunRecord) -> tuple[n
     return features[ok], np.array([rows[i][1] for i in ok], dtype=int)
 
 
+# What an int8 export calls to re-fit its head: given how that format quantizes a features
+# model (features model -> images -> int8 features) and a label for the progress line, the
+# full model to quantize (``refit_head_for_int8`` with the run bound).
+Refit = Callable[[Callable[[keras.Model], Callable[[np.ndarray], np.ndarray]], str], keras.Model]
+
+
+def tflite_int8(calibration: list[np.ndarray]) -> Callable[[keras.Model], Callable[[np.ndarray], np.ndarray]]:
+    """The ``.tflite`` int8 quantizer of a features model, for ``refit_head_for_int8``."""
+    return lambda features: LiteRTModel(to_tflite(features, "int8", calibration, io_type="float32"))
+
+
 def refit_head_for_int8(
-    model: keras.Model, record: RunRecord, calibration: list[np.ndarray], reporter: Reporter
+    model: keras.Model,
+    record: RunRecord,
+    int8_backbone: Callable[[keras.Model], Callable[[np.ndarray], np.ndarray]],
+    reporter: Reporter,
+    label: str = "int8",
 ) -> keras.Model:
     """A full model whose head was trained on int8-backbone features of the run's images,
     exactly like the run trained its own head (its ``TrainConfig``), on different features.
+    ``int8_backbone`` quantizes the features model as the export will quantize the full one
+    (same quantizer, same calibration images) and returns what runs it: images -> features.
 
     Example
     -------
-    >>> int8_source = refit_head_for_int8(model, RunDir("runs/demo").load(), images, Reporter())  # doctest: +SKIP
+    >>> source = refit_head_for_int8(model, RunDir("runs/demo").load(), tflite_int8(images), Reporter())  # doctest: +SKIP
     """
     from ..training.config import TrainConfig
     from ..training.fit import class_weights_for
@@ -58,8 +77,8 @@ def refit_head_for_int8(
 
     config = TrainConfig.from_dict(record.options, str(record.root))
     features, _ = split_full_model(model)
-    int8 = LiteRTModel(to_tflite(features, "int8", calibration, io_type="float32"))
-    reporter.info("int8: fitting the head to the int8 backbone's features ...")
+    int8 = int8_backbone(features)
+    reporter.info(f"{label}: fitting the head to the int8 backbone's features ...")
     x_train, y_train = _int8_features(int8, record.splits.get("train", []), record)
     x_val, y_val = _int8_features(int8, record.splits.get("val", []), record)
     head, _ = train_head(

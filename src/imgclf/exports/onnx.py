@@ -28,6 +28,7 @@ from ..litert.metadata import ModelInfo
 from ..progress import Reporter
 from ..rundir import ExportDir
 from ..versions import package_version
+from .int8_head import Refit
 
 INPUT, OUTPUT = "image", "probabilities"
 
@@ -41,9 +42,11 @@ def export_onnx(
     out: ExportDir,
     reporter: Reporter,
     threads: int | None = None,
+    refit: Refit | None = None,
 ) -> list[tuple[dict[str, Any], OnnxBackend]]:
     """Write ``model_<precision>.onnx`` (``float32``, ``int8``) into ``out``; each variant's
-    record and the backend that runs it.
+    record and the backend that runs it. ``refit`` (``int8_head.Refit``): the int8 file's
+    head is re-fitted on the int8 backbone's features first, as the ``.tflite`` int8's is.
 
     Example
     -------
@@ -51,31 +54,38 @@ def export_onnx(
     ['onnx float32', 'onnx int8']
     """
     results = []
-    with tempfile.TemporaryDirectory(prefix=".onnx.", dir=out.path) as folder:
-        started = time.perf_counter()
-        reporter.info("converting to float32 .onnx ...")
-        float_model = _from_keras(model, Path(folder) / "float32.onnx")
-        _describe(float_model, info, threshold)
-        seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix=".onnx.", dir=out.path) as name:
+        folder = Path(name)
         for precision in precisions:
+            started = time.perf_counter()
+            head = "as trained"
             if precision == "int8":
+                source = model
+                if refit:
+                    source = refit(lambda features: _int8_backbone(features, calibration, folder), "onnx int8")
+                    head = "re-fitted on the int8 backbone's features"
                 reporter.info("quantizing the .onnx to int8 ...")
-                started = time.perf_counter()
-                onnx_model = _quantized(float_model, calibration, Path(folder))
-                _describe(onnx_model, info, threshold)
-                seconds = time.perf_counter() - started
+                onnx_model = _quantized(_from_keras(source, folder / "source.onnx"), calibration, folder)
             else:
-                onnx_model = float_model
+                reporter.info("converting to float32 .onnx ...")
+                onnx_model = _from_keras(model, folder / "float32.onnx")
+            _describe(onnx_model, info, threshold)
             data = onnx_model.SerializeToString()
             target = out.onnx(precision)
             with atomic_path(target) as tmp:
                 tmp.write_bytes(data)
             variant = {
                 "name": f"onnx {precision}", "format": "onnx", "precision": precision, "file": str(target),
-                "bytes": len(data), "convert_seconds": round(seconds, 2),
+                "bytes": len(data), "head": head, "convert_seconds": round(time.perf_counter() - started, 2),
             }
             results.append((variant, OnnxBackend(data, target, threads)))
     return results
+
+
+def _int8_backbone(features: Any, calibration: list[np.ndarray], folder: Path) -> OnnxBackend:
+    """The features model quantized as the full model will be: images -> int8 features."""
+    proto = _quantized(_from_keras(features, folder / "features.onnx"), calibration, folder)
+    return OnnxBackend(proto.SerializeToString(), folder / "features.onnx")
 
 
 def _from_keras(model: Any, path: Path) -> Any:
@@ -113,10 +123,10 @@ def _quantized(float_model: Any, calibration: list[np.ndarray], folder: Path) ->
             image = next(self._next, None)
             return None if image is None else {INPUT: image[None].astype(np.float32)}
 
-    source, prepared, quantized = (folder / name for name in ("source.onnx", "prepared.onnx", "int8.onnx"))
-    onnx.save(float_model, str(source))
+    plain, prepared, quantized = (folder / name for name in ("plain.onnx", "prepared.onnx", "int8.onnx"))
+    onnx.save(float_model, str(plain))
     with captured_fds():
-        quant_pre_process(str(source), str(prepared))
+        quant_pre_process(str(plain), str(prepared))
         quantize_static(
             str(prepared), str(quantized), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,

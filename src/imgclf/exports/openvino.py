@@ -10,6 +10,7 @@ new ``.bin`` beside an old ``.xml``.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from ..inference.model_props import model_props
 from ..litert.metadata import ModelInfo
 from ..progress import Reporter
 from ..rundir import ExportDir
+from .int8_head import Refit
 
 
 def export_openvino(
@@ -32,9 +34,12 @@ def export_openvino(
     out: ExportDir,
     reporter: Reporter,
     threads: int | None = None,
+    refit: Refit | None = None,
 ) -> list[tuple[dict[str, Any], OpenVINOBackend]]:
     """Write ``openvino/model_<precision>.xml`` and ``.bin`` (``float32``, ``int8``) and
     ``openvino/labels.txt`` into ``out``; each variant's record and the backend that runs it.
+    ``refit`` (``int8_head.Refit``): the int8 model's head is re-fitted on the int8
+    backbone's features first, as the ``.tflite`` int8's is.
 
     Example
     -------
@@ -43,43 +48,63 @@ def export_openvino(
     """
     import openvino as ov
 
-    from .._keras import tensorflow as tf
-
-    variants, seconds = [], {}
+    records = []
     with atomic_folder(out.openvino) as folder:
-        reporter.info("converting to float32 OpenVINO IR ...")
-        started = time.perf_counter()
-        size = int(model.input_shape[1])
-        source = folder / "keras.xml"
-        with captured_fds():
-            model.export(str(source), format="openvino", verbose=False,
-                         input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")])
-        float_model = ov.Core().read_model(str(source))
-        source.unlink()
-        source.with_suffix(".bin").unlink()
-        seconds["float32"] = time.perf_counter() - started
         for precision in precisions:
-            ir = float_model
+            started = time.perf_counter()
+            head = "as trained"
             if precision == "int8":
+                source = model
+                if refit:
+                    source = refit(lambda features: _int8_backbone(features, calibration, folder), "openvino int8")
+                    head = "re-fitted on the int8 backbone's features"
                 reporter.info("quantizing the OpenVINO IR to int8 (NNCF) ...")
-                started = time.perf_counter()
-                ir = _quantized(float_model, calibration)
-                seconds["int8"] = time.perf_counter() - started
+                ir = _quantized(_from_keras(source, folder), calibration)
+            else:
+                reporter.info("converting to float32 OpenVINO IR ...")
+                ir = _from_keras(model, folder)
             for key, value in model_props(info, threshold).items():
                 ir.set_rt_info(value, ["imgclf", key])
             ov.save_model(ir, str(folder / ExportDir.openvino_name(precision)), compress_to_fp16=False)
+            records.append({
+                "name": f"openvino {precision}", "format": "openvino", "precision": precision, "head": head,
+                "convert_seconds": round(time.perf_counter() - started, 2),
+            })
         (folder / ExportDir.LABELS).write_text("".join(f"{c}\n" for c in info.classes), encoding="utf-8")
-    for precision in precisions:
-        xml = out.openvino / ExportDir.openvino_name(precision)
-        variants.append((
-            {
-                "name": f"openvino {precision}", "format": "openvino", "precision": precision, "file": str(xml),
-                "bytes": xml.stat().st_size + xml.with_suffix(".bin").stat().st_size,
-                "convert_seconds": round(seconds[precision], 2),
-            },
-            OpenVINOBackend(xml, threads),
-        ))
+    variants = []
+    for record in records:
+        xml = out.openvino / ExportDir.openvino_name(record["precision"])
+        record |= {"file": str(xml), "bytes": xml.stat().st_size + xml.with_suffix(".bin").stat().st_size}
+        variants.append((record, OpenVINOBackend(xml, threads)))
     return variants
+
+
+def _from_keras(model: Any, folder: Path) -> Any:
+    """The Keras model as an in-memory OpenVINO model (input ``image``, any batch), by way
+    of Keras's exporter and a scratch ``.xml`` in ``folder`` that is deleted again."""
+    import openvino as ov
+
+    from .._keras import tensorflow as tf
+
+    size = int(model.input_shape[1])
+    scratch = folder / "keras.xml"
+    with captured_fds():
+        model.export(str(scratch), format="openvino", verbose=False,
+                     input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")])
+    ir = ov.Core().read_model(str(scratch))
+    ir = ir.clone()  # detached from the scratch files' memory map before they are deleted
+    scratch.unlink()
+    scratch.with_suffix(".bin").unlink()
+    return ir
+
+
+def _int8_backbone(features: Any, calibration: list[np.ndarray], folder: Path) -> Any:
+    """The features model quantized as the full model will be: images -> int8 features."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(_quantized(_from_keras(features, folder), calibration), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    return lambda images: np.asarray(compiled(images.astype(np.float32))[compiled.output(0)])
 
 
 def _quantized(float_model: Any, calibration: list[np.ndarray]) -> Any:

@@ -220,9 +220,9 @@ class Classifier:
         True
         """
         if self.format in ("savedmodel", "openvino"):
+            what = "a SavedModel folder" if self.format == "savedmodel" else "an OpenVINO model (.xml and .bin)"
             raise UsageError(
-                f"{self.source}: a {self.format} model cannot be sent to a cluster; use the run's model.keras, "
-                "an exported .tflite or .onnx"
+                f"{self.source}: {what} cannot be sent to a cluster; use the run's model.keras, an exported .tflite or .onnx"
             )
         norm = self.backend.norm if self.format == "tflite" else None
         return PortableClassifier(
