@@ -340,7 +340,7 @@ def _export_and_print(ctx: click.Context, values: dict[str, Any]) -> None:
 @click.pass_context
 def export(ctx: click.Context, **_: Any) -> None:
     """Export a run to .tflite (float32, dynamic, float16, int8; labels and normalization inside),
-    SavedModel, ONNX or OpenVINO, with a parity report against the Keras model."""
+    SavedModel, ONNX, OpenVINO or an offline web page, with a parity report against the Keras model."""
     _export_and_print(ctx, _values(ctx, ExportConfig))
 
 

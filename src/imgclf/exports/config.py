@@ -34,7 +34,8 @@ class ExportConfig:
         factory=lambda: ["tflite"],
     )
     quantize: list[str] = option(
-        help="Comma-separated precisions.", choices=PRECISIONS, many=True, factory=lambda: list(PRECISIONS)
+        help="Comma-separated precisions (onnx, openvino and web: float32 and int8 only).", choices=PRECISIONS, many=True,
+        factory=lambda: list(PRECISIONS),
     )
     out: str | None = option(None, "Export folder (default RUN/export).", metavar="PATH")
     calibration_images: int = option(200, "int8: training images to calibrate.", rule=whole(1))
@@ -48,7 +49,9 @@ class ExportConfig:
         None, "web: folder with the LiteRT.js npm tarballs (`npm pack`), instead of the cache or the npm registry.",
         metavar="DIR",
     )
-    browser: str | None = option(None, "web: the Chromium that measures the page's parity (default: chromium on PATH).")
+    browser: str | None = option(
+        None, "web: the Chromium that measures the page's parity (default: chromium on PATH).", metavar="PATH"
+    )
     threads: int | None = option(None, "Inference threads for the parity and latency runs.", rule=whole(1))
     latency_runs: int = option(50, "Latency runs per variant (after warm-up).", cli="--runs", rule=whole(1))
     name: str | None = option(None, "Metadata: model name.")

@@ -46,7 +46,10 @@ def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[s
 
     config.validate()
     reporter = reporter or Reporter()
-    web_runtime = runtime_files(config.web_runtime) if "web" in config.formats else {}  # first: it may download
+    web_runtime = {}
+    if "web" in config.formats:  # first: it may download, and fail
+        reporter.info("getting the web page's runtime (LiteRT.js) ...")
+        web_runtime = runtime_files(config.web_runtime)
     run = RunDir(config.run)
     record = run.load()
     _copy_remote_images(record, reporter)
