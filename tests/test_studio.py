@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
@@ -279,15 +280,16 @@ def sample_project(tmp_path):
         yield client, tmp_path / "p"
 
 
-def follow(client, after: int = 0, until: str = "end") -> list[dict]:
-    """The job's server-sent events from ``after``, read until one of kind ``until``."""
+def follow(client, after: int = 0, until: str | Callable[[dict], bool] = "end") -> list[dict]:
+    """The job's server-sent events from ``after``, read until one of kind ``until`` (or one
+    ``until`` accepts)."""
     seen = []
     with client.stream("GET", f"/v1/jobs/current/events?after={after}") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         for line in stream.iter_lines():
             if line.startswith("data: "):
                 seen.append(json.loads(line[6:]))
-                if seen[-1]["event"] == until:
+                if seen[-1]["event"] == until or (callable(until) and until(seen[-1])):
                     break
     return seen
 
@@ -399,8 +401,11 @@ def test_export_without_the_web_runtime_still_exports_the_tflite(studio, monkeyp
 def test_cancel_stops_the_run_as_ctrl_c_does(sample_project):
     client, root = sample_project
     assert client.post("/v1/jobs/current/cancel").status_code == 409  # nothing runs
-    started = client.post("/v1/jobs", json={"preset": "fast", "epochs": 200, "fine_tune": "off"}).json()
-    follow(client, until="progress")
+    # Cancelled after stage 2's first epoch, with at least its patience (5) of epochs on images
+    # still to go: a head alone, on embeddings an earlier test cached, can finish before a
+    # cancel sent at its first progress line arrives.
+    started = client.post("/v1/jobs", json={"preset": "fast", "epochs": 200, "fine_tune": "0.3"}).json()
+    follow(client, until=lambda e: e["event"] == "epoch" and e["stage"] == "fine_tune")
     assert client.post("/v1/jobs/current/cancel").json()["state"] == "running"  # asked to stop
     end = follow(client)[-1]
     assert end["state"] == "cancelled" and end["exit_code"] == 130
