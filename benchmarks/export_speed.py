@@ -88,7 +88,7 @@ def main() -> None:
         + ", ".join(
             f"{x['name']} {x['convert_seconds']:.1f} s" for x in report["variants"] if "convert_seconds" in x
         )
-        + " (.tflite int8 includes calibration and re-fitting the head; onnx and openvino int8, their calibration).",
+        + " (each int8 includes calibration and re-fitting the head on its own int8 backbone's features).",
         "",
         "| check (one run) | measured | target | met |",
         "|---|---|---|---|",
