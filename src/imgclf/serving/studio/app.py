@@ -55,7 +55,7 @@ from ..guard import BrowserGuard
 from ..pages import PAGE_HEADERS, PageFiles
 from ..uploads import BodyTooLarge, BodyTooSlow, paced_receive
 from .config import StudioConfig
-from .jobs import DOWNLOADS, WEB_ZIP, Jobs, run_files, run_metrics
+from .jobs import DOWNLOADS, WEB_ZIP, Jobs, run_files, run_metrics, web_runtime_problem, zip_folder
 from .project import Conflict, NotFound, Project, Refused
 
 STATIC = Path(__file__).parent / "static"
@@ -341,7 +341,7 @@ def _add_run_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
             raise NotFound(f"run {run!r} has no model (not finished?)")
         # The web page needs LiteRT.js from npm (cached after the first time): without it,
         # the .tflite files are still exported, and the page says why there is no web page.
-        web_problem = _web_runtime_problem()
+        web_problem = web_runtime_problem()
         summary = jobs.export(folder, "tflite" if web_problem else "tflite,web").summary()
         return {**summary, "web_problem": web_problem}
 
@@ -356,7 +356,7 @@ def _add_run_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
     def zipped(run: str) -> Response:
         folder = _run_folder(project, run)
         return Response(
-            _zip_run(folder), media_type="application/zip",
+            zip_folder(folder, folder.name, skip=("checkpoints",)), media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="{run}.zip"'},
         )
 
@@ -366,7 +366,7 @@ def _add_run_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
         if not (web / "index.html").is_file() or web.is_symlink():
             raise NotFound(f"run {run!r} has no web page (export it first)")
         return Response(
-            _zip_folder(web, f"{run}-web"), media_type="application/zip",
+            zip_folder(web, f"{run}-web"), media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="{run}-web.zip"'},
         )
 
@@ -398,35 +398,6 @@ def _add_run_routes(app: FastAPI, jobs: Jobs, config: StudioConfig) -> None:
         return {"predictions": row["predictions"], "threshold": chosen, "answer": best["label"] if sure else None, "model": name}
 
 
-def _zip_run(folder: Path) -> bytes:
-    """The run folder as a zip (its checkpoints, which a finished run no longer has, left out)."""
-    return _zip_folder(folder, folder.name, skip=("checkpoints",))
-
-
-def _zip_folder(folder: Path, name: str, skip: tuple[str, ...] = ()) -> bytes:
-    """``folder`` as a zip whose entries sit in ``name/`` (symbolic links and the top-level
-    folders in ``skip`` left out). In memory: a run is tens of MB (its models), and the
-    Studio serves one user."""
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            relative = path.relative_to(folder)
-            if path.is_file() and not path.is_symlink() and relative.parts[0] not in skip:
-                archive.write(path, Path(name) / relative)
-    return buf.getvalue()
-
-
-def _web_runtime_problem() -> str | None:
-    """Why the web page cannot be exported here (LiteRT.js neither cached nor downloadable), or None."""
-    from ...exports.web_runtime import runtime_files
-
-    try:
-        runtime_files()
-    except UsageError as exc:
-        return str(exc)
-    return None
 
 
 def _run_folder(project: Project, run: str) -> Path:

@@ -255,3 +255,36 @@ def export_summary(run_dir: Path) -> list[dict[str, Any]]:
             "accuracy": accuracy.get(split) if split else None, "split": split,
         })
     return out
+
+
+def zip_folder(folder: Path, name: str, skip: tuple[str, ...] = ()) -> bytes:
+    """``folder`` as a zip whose entries sit in ``name/`` (symbolic links and the top-level
+    folders in ``skip`` left out): a run (its checkpoints skipped) or its web page. In
+    memory: a run is tens of MB (its models), and the Studio serves one user.
+
+    Example
+    -------
+    >>> data = zip_folder(Path("my-project/runs/20261201-101500/export/web"), "web")  # doctest: +SKIP
+    """
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and not path.is_symlink() and relative.parts[0] not in skip:
+                archive.write(path, Path(name) / relative)
+    return buf.getvalue()
+
+
+def web_runtime_problem() -> str | None:
+    """Why the web page cannot be exported here (LiteRT.js neither cached nor downloadable), or None."""
+    from ...errors import UsageError
+    from ...exports.web_runtime import runtime_files
+
+    try:
+        runtime_files()
+    except UsageError as exc:
+        return str(exc)
+    return None
