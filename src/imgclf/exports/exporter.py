@@ -26,7 +26,7 @@ from ..progress import Reporter
 from ..rundir import ExportDir, RunDir, RunRecord
 from .browser import Chromium, WebPage
 from .config import ExportConfig
-from .int8_head import Refit, refit_head_for_int8
+from .int8_head import AS_TRAINED, Refit, int8_source, refit_head_for_int8, tflite_int8
 
 
 def export_run(config: ExportConfig, reporter: Reporter | None = None) -> dict[str, Any]:
@@ -185,17 +185,15 @@ def _export_tflite(
     """One ``.tflite`` with metadata, written atomically; its variant record and backend."""
     from ..litert.convert import to_tflite
     from ..litert.metadata import add_metadata
-    from .int8_head import tflite_int8
 
     reporter.info(f"converting to {precision} .tflite ...")
     started = time.perf_counter()
-    source, head_note = model, "as trained"
-    if precision == "int8" and config.int8_head == "refit":
-        if record.root.exists():
-            source = refit_head_for_int8(model, record, tflite_int8(calibration), reporter)
-            head_note = "re-fitted on the int8 backbone's features"
-        else:
+    source, head_note = model, AS_TRAINED
+    if precision == "int8":
+        refit = _refit(config, record, model, reporter)
+        if refit is None and config.int8_head == "refit":
             reporter.warn(f"{record.root} is gone: int8 keeps the float-trained head")
+        source, head_note = int8_source(model, refit, tflite_int8(calibration), "int8")
     data = add_metadata(to_tflite(source, precision, calibration, config.io_type), info)
     target = out.model(precision)
     with atomic_path(target) as tmp:

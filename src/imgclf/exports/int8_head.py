@@ -50,6 +50,28 @@ def _int8_features(model: Callable[[np.ndarray], np.ndarray], rows: list, record
 Refit = Callable[[Callable[[keras.Model], Callable[[np.ndarray], np.ndarray]], str], keras.Model]
 
 
+# What a variant's "head" says: the trained head, or one re-fitted on int8 features.
+AS_TRAINED, REFITTED = "as trained", "re-fitted on the int8 backbone's features"
+
+
+def int8_source(
+    model: keras.Model, refit: Refit | None, int8_backbone: Callable[[keras.Model], Callable[[np.ndarray], np.ndarray]],
+    label: str,
+) -> tuple[keras.Model, str]:
+    """The full model an int8 export quantizes, and its variant's "head" note: ``model``
+    itself, or (with ``refit``) ``model`` with its head re-fitted on ``int8_backbone``'s features.
+
+    Example
+    -------
+    >>> source, head = int8_source(model, None, backbone, "onnx int8")  # doctest: +SKIP
+    >>> head
+    'as trained'
+    """
+    if refit is None:
+        return model, AS_TRAINED
+    return refit(int8_backbone, label), REFITTED
+
+
 def tflite_int8(calibration: list[np.ndarray]) -> Callable[[keras.Model], Callable[[np.ndarray], np.ndarray]]:
     """The ``.tflite`` int8 quantizer of a features model, for ``refit_head_for_int8``."""
     return lambda features: LiteRTModel(to_tflite(features, "int8", calibration, io_type="float32"))

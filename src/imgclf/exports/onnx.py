@@ -12,6 +12,7 @@ throwaway script, 200 calibration images, this 2-core machine).
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 import warnings
@@ -28,7 +29,7 @@ from ..litert.metadata import ModelInfo
 from ..progress import Reporter
 from ..rundir import ExportDir
 from ..versions import package_version
-from .int8_head import Refit
+from .int8_head import AS_TRAINED, Refit, int8_source
 
 INPUT, OUTPUT = "image", "probabilities"
 
@@ -58,12 +59,10 @@ def export_onnx(
         folder = Path(name)
         for precision in precisions:
             started = time.perf_counter()
-            head = "as trained"
+            head = AS_TRAINED
             if precision == "int8":
-                source = model
-                if refit:
-                    source = refit(lambda features: _int8_backbone(features, calibration, folder), "onnx int8")
-                    head = "re-fitted on the int8 backbone's features"
+                backbone = functools.partial(_int8_backbone, calibration=calibration, folder=folder)
+                source, head = int8_source(model, refit, backbone, "onnx int8")
                 reporter.info("quantizing the .onnx to int8 ...")
                 onnx_model = _quantized(_from_keras(source, folder / "source.onnx"), calibration, folder)
             else:

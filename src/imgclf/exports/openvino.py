@@ -9,6 +9,7 @@ new ``.bin`` beside an old ``.xml``.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from ..inference.model_props import model_props
 from ..litert.metadata import ModelInfo
 from ..progress import Reporter
 from ..rundir import ExportDir
-from .int8_head import Refit
+from .int8_head import AS_TRAINED, Refit, int8_source
 
 
 def export_openvino(
@@ -52,12 +53,10 @@ def export_openvino(
     with atomic_folder(out.openvino) as folder:
         for precision in precisions:
             started = time.perf_counter()
-            head = "as trained"
+            head = AS_TRAINED
             if precision == "int8":
-                source = model
-                if refit:
-                    source = refit(lambda features: _int8_backbone(features, calibration, folder), "openvino int8")
-                    head = "re-fitted on the int8 backbone's features"
+                backbone = functools.partial(_int8_backbone, calibration=calibration, folder=folder)
+                source, head = int8_source(model, refit, backbone, "openvino int8")
                 reporter.info("quantizing the OpenVINO IR to int8 (NNCF) ...")
                 ir = _quantized(_from_keras(source, folder), calibration)
             else:
