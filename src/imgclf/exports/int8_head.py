@@ -63,9 +63,10 @@ def int8_source(
 
     Example
     -------
-    >>> source, head = int8_source(model, None, backbone, "onnx int8")  # doctest: +SKIP
-    >>> head
-    'as trained'
+    >>> model = keras.Sequential()
+    >>> source, head = int8_source(model, None, tflite_int8([]), "onnx int8")
+    >>> source is model, head
+    (True, 'as trained')
     """
     if refit is None:
         return model, AS_TRAINED
