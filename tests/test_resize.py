@@ -117,3 +117,16 @@ def test_crop_and_squash_embeddings_are_cached_apart(crop_run, wide_folders, tmp
         reporter=Reporter(quiet=True),
     )
     assert squash.metrics["images_from_cache"] == 0 and squash.metrics["images_embedded"] == 42
+
+
+def test_embedding_cache_key_names_pillows_major_version():
+    # Pillow 13 resizes in a different pass order than Pillow 12: a cache built under one must not
+    # feed a run under the other.
+    import PIL
+
+    from imgclf import backbones
+    from imgclf.data.color import WHITE
+    from imgclf.embeddings.embed import embedding_key
+
+    major = PIL.__version__.split(".")[0]
+    assert f"|pillow{major}-bilinear-" in embedding_key(backbones.get("efficientnet_lite0"), 224, WHITE)

@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .color import WHITE
 
-# Bump when decode_image's output changes: it is part of every cached embedding's key.
-DECODE_VERSION = "pillow-bilinear-v1"
+# Bump when decode_image's output changes: it is part of every cached embedding's key. Pillow's
+# major version is in it too: Pillow 13 changed the order of a bilinear resize's two passes, so an
+# embedding cached under Pillow 12 is not what Pillow 13 would feed the model.
+DECODE_VERSION = f"pillow{PIL.__version__.split('.')[0]}-bilinear-v1"
 # HEIC/HEIF files are found even without the extra that reads them, so that the doctor can say
 # what to install instead of the photos being passed over in silence.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".avif", ".heic", ".heif"})

@@ -26,7 +26,7 @@ def embedding_key(
     Example
     -------
     >>> embedding_key(backbones.get("efficientnet_lite0"), 224, (255, 255, 255))  # doctest: +SKIP
-    'efficientnet_lite0|w=3f1c...|224px|(x-127.5)/127.5|pillow-bilinear-v1|bg=255-255-255'
+    'efficientnet_lite0|w=3f1c...|224px|(x-127.5)/127.5|pillow13-bilinear-v1|bg=255-255-255'
     """
     bg = "-".join(map(str, background))
     wid = backbones.weights_id(backbone.name, weights)
