@@ -4,102 +4,22 @@
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import os
 import sys
-import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
-
-from . import options as declared_options
 
 # The config classes live in modules that import nothing heavy: `imgclf --help` stays instant.
 from .api import BenchmarkConfig, CheckConfig, EmbedConfig, EvaluateConfig, PredictConfig
+from .cli_params import config_params, config_values
 from .errors import ImgclfError
 from .exports.config import ExportConfig
 from .serving.config import ServeConfig
 from .serving.studio.config import StudioConfig
 from .text import shown
 from .training.config import TrainConfig
-
-_TYPES = {int: int, float: float, str: str, bool: bool}
-
-
-def _click_type(hint: Any) -> Any:
-    """``int | None`` -> int; lists and parsed values (colours) are typed as text."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return _TYPES.get(args[0] if len(args) == 1 else hint, str)
-
-
-def config_params(config_class: type) -> Callable[[Callable], Callable]:
-    """Click arguments and options generated from a config dataclass's ``option`` fields.
-
-    Example
-    -------
-    >>> @click.command()
-    ... @config_params(ExportConfig)
-    ... def export(**values): ...
-    """
-    hints = typing.get_type_hints(config_class)
-
-    def decorate(f: Callable) -> Callable:
-        for field in reversed(declared_options.declared(config_class)):
-            meta, name = field.metadata, declared_options.cli_name(field)
-            if meta["argument"]:
-                f = click.argument(field.name, nargs=-1 if meta["many"] else 1, required=meta["required"])(f)
-                continue
-            for old in meta["aliases"]:
-                f = click.option(old, f"{field.name}__{old.strip('-')}", help=f"Old name of {name}.",
-                                 metavar=meta["metavar"], default=None)(f)
-            f = click.option(name, field.name, **_option_kwargs(field, hints[field.name]))(f)
-        return f
-
-    return decorate
-
-
-def _option_kwargs(field: Any, hint: Any) -> dict[str, Any]:
-    meta = field.metadata
-    kind = _click_type(hint)
-    default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
-    if kind is bool:
-        return {"is_flag": True, "default": bool(default), "help": meta["help"]}
-    if meta["many"]:
-        default = ",".join(default)
-    elif meta["shown"] is not None:
-        default = meta["shown"]
-    metavar = meta["metavar"]
-    if meta["choices"]:
-        metavar = ("[" + "|".join(meta["choices"]) + "]") if not meta["many"] else ",".join(meta["choices"])
-    return {
-        "type": str if meta["many"] or meta["parse"] else kind,
-        "default": default,
-        "show_default": default not in (None, ""),
-        "help": meta["help"],
-        "metavar": metavar,
-    }
-
-
-def _values(ctx: click.Context, config_class: type, given_only: bool = False) -> dict[str, Any]:
-    """The command's values for ``config_class``'s fields (only those typed on the command
-    line with ``given_only``); an old option name stands for its field."""
-    out: dict[str, Any] = {}
-    for field in declared_options.declared(config_class):
-        for old in field.metadata["aliases"]:
-            value = ctx.params.get(f"{field.name}__{old.strip('-')}")
-            if value is not None:
-                out[field.name] = value
-        if field.name not in ctx.params:
-            continue
-        value = ctx.params[field.name]
-        if field.metadata["argument"] and field.metadata["many"]:
-            value = list(value)
-        if not given_only or ctx.get_parameter_source(field.name) == ParameterSource.COMMANDLINE:
-            out.setdefault(field.name, value)
-    return out
 
 
 def _reporter(ctx: click.Context):
@@ -147,7 +67,7 @@ def check(ctx: click.Context, as_json: bool, max_paths: int, **_: Any) -> None:
 
     from .api import check as run_check
 
-    values = _values(ctx, CheckConfig)
+    values = config_values(ctx, CheckConfig)
     result = run_check(values.pop("data"), reporter=_reporter(ctx), **values)
     if as_json:
         click.echo(json.dumps(result.report.to_dict(), indent=2, ensure_ascii=False))
@@ -192,7 +112,7 @@ def train(ctx: click.Context, config_file: Path | None, resume: Path | None, do_
     """Train on DATA (one subfolder per class, or train/ val/ test/) and write a run directory."""
     from .api import run_training
 
-    given = _values(ctx, TrainConfig, given_only=True)
+    given = config_values(ctx, TrainConfig, given_only=True)
     data = given.pop("data", None)
     config, record = TrainConfig.resolve(data, config=config_file, resume=resume, **given)
     try:
@@ -225,7 +145,7 @@ def embed(ctx: click.Context, **_: Any) -> None:
     """Embed DATA into Parquet shards (--out), here or on a Ray cluster (--ray); a rerun adds only what is missing."""
     from .api import embed as run_embed
 
-    values = _values(ctx, EmbedConfig)
+    values = config_values(ctx, EmbedConfig)
     try:
         result = run_embed(values.pop("data"), reporter=_reporter(ctx), **values)
     except KeyboardInterrupt:
@@ -267,7 +187,7 @@ def evaluate(ctx: click.Context, **_: Any) -> None:
     """Evaluate a run or model (.keras, .tflite, .onnx, OpenVINO .xml, SavedModel) on a labelled DATA folder."""
     from .api import evaluate as run_evaluate
 
-    values = _values(ctx, EvaluateConfig)
+    values = config_values(ctx, EvaluateConfig)
     evaluation = run_evaluate(values.pop("model"), values.pop("data"), **values)
     metrics = evaluation.metrics
     topk = next((k for k in metrics if k.startswith("top") and k.endswith("_accuracy")), None)
@@ -287,7 +207,7 @@ def predict(ctx: click.Context, fmt: str, **_: Any) -> None:
     from .api import predict as run_predict
     from .cli_output import print_predictions
 
-    values = _values(ctx, PredictConfig)
+    values = config_values(ctx, PredictConfig)
     if values["output"] or values["ray"]:
         from .api import predict_to_file
 
@@ -310,7 +230,7 @@ def benchmark(ctx: click.Context, **_: Any) -> None:
     """Latency (p50/p90) and throughput of a model on random images (decoding excluded)."""
     from .api import benchmark as run_benchmark
 
-    values = _values(ctx, BenchmarkConfig)
+    values = config_values(ctx, BenchmarkConfig)
     for key, value in run_benchmark(values.pop("model"), **values).items():
         _say(f"{key}: {value}")
 
@@ -341,7 +261,7 @@ def _export_and_print(ctx: click.Context, values: dict[str, Any]) -> None:
 def export(ctx: click.Context, **_: Any) -> None:
     """Export a run to .tflite (float32, dynamic, float16, int8; labels and normalization inside),
     SavedModel, ONNX, OpenVINO or an offline web page, with a parity report against the Keras model."""
-    _export_and_print(ctx, _values(ctx, ExportConfig))
+    _export_and_print(ctx, config_values(ctx, ExportConfig))
 
 
 @cli.command()
@@ -365,7 +285,7 @@ def serve(ctx: click.Context, **_: Any) -> None:
     A run directory serves its exported float32 .tflite through LiteRT (else model.keras)."""
     from .serving import serve as run_server
 
-    config = ServeConfig(**_values(ctx, ServeConfig))
+    config = ServeConfig(**config_values(ctx, ServeConfig))
     quiet = ctx.find_root().params.get("quiet", False)
     run_server(config, log_level="warning" if quiet else "info", echo=click.echo)
 
@@ -381,7 +301,7 @@ def studio(ctx: click.Context, **_: Any) -> None:
     PROJECT/data/<class>/, beside PROJECT/runs/."""
     from .serving.studio import studio as run_studio
 
-    config = StudioConfig(**_values(ctx, StudioConfig))
+    config = StudioConfig(**config_values(ctx, StudioConfig))
     quiet = ctx.find_root().params.get("quiet", False)
     run_studio(config, log_level="warning" if quiet else "info", echo=click.echo)
 
