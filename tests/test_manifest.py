@@ -175,3 +175,23 @@ def test_a_relative_file_uri_is_relative_to_the_manifest_like_a_path(color_folde
     monkeypatch.chdir(tmp_path / "..")  # anywhere but the manifest's folder
     assert read_manifest(manifest).rows[0].path == color_folders / "red" / "00.png"
 
+
+
+def test_a_manifest_is_read_once_to_check_and_split(color_folders, monkeypatch):
+    # At a million rows one read is tens of seconds of the head node's time: the doctor, the
+    # split and the re-split that keeps duplicates together share one.
+    import shutil
+
+    import imgclf.data.manifest as manifest_module
+    from imgclf.data.prepare import checked_split
+
+    first = sorted(color_folders.rglob("*.png"))[0]
+    shutil.copy(first, first.with_name("copy.png"))  # a duplicate: the split is made twice
+    manifest = write_csv(color_folders.parent / "dup.csv", ["path", "label"], folder_rows(color_folders, color_folders.parent))
+    reads = []
+    table = manifest_module._table
+    monkeypatch.setattr(manifest_module, "_table", lambda source: reads.append(source) or table(source))
+    said = []
+    dataset, report, _ = checked_split(manifest, 0.2, 0.1, 0, said.append, said.append)
+    assert any("duplicate image(s) found" in s for s in said) and dataset.layout == "manifest"
+    assert reads == [manifest], f"read {len(reads)} times"

@@ -313,7 +313,7 @@ def _manifest_dataset(
 ) -> Dataset:
     """A manifest's rows as a Dataset; rows whose file is missing are skipped with a warning
     (the doctor lists them too), so a stale manifest still trains on what is there."""
-    manifest = read_manifest(source)
+    manifest = remote.manifest if remote and remote.manifest else read_manifest(source)
     warnings = [f"skipped {s['path']}: {s['reason']}" for s in manifest.skipped]
     remote = remote or fetch_remote(manifest)
     warnings += [f"skipped {shown(source.name)} row {row}: {reason}" for row, reason in remote.failed.items()]

@@ -180,7 +180,7 @@ def check_dataset(
     ignored: list[dict[str, str]] = []
     bad_names: list[Problem] = []
     if is_manifest(root):
-        manifest = read_manifest(root)
+        manifest = remote.manifest if remote and remote.manifest else read_manifest(root)
         remote = remote or fetch_remote(manifest, known)
         layout, splits, records, classes = _collect_manifest(manifest, ignored, remote)
         folders: dict[str, Path] = {}
