@@ -94,6 +94,26 @@ def test_onnx_metadata_tells_a_third_party_reader_everything(exported, tmp_path)
         assert imgclf.load(alone).classes == classes
 
 
+def test_onnx_int8_weights_fit_in_7_bits(exported):
+    """ONNX Runtime's uint8 x int8 kernel on AVX2 without VNNI sums pairs of products in int16
+    and saturates with full 8-bit weights: on such a CPU (an AMD EPYC) the sample's onnx int8
+    agreed with Keras on 87 % of images instead of 96 %. The file is quantized for any CPU."""
+    import onnx
+    from onnx import numpy_helper
+
+    out, _ = exported
+    graph = onnx.load(str(out / "model_int8.onnx")).graph
+    initializers = {i.name: i for i in graph.initializer}
+    weights = [
+        numpy_helper.to_array(initializers[node.input[0]])
+        for node in graph.node
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers
+        and initializers[node.input[0]].data_type == onnx.TensorProto.INT8
+    ]
+    assert len(weights) >= 30  # every conv and the head
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+
+
 def test_openvino_rt_info_carries_the_labels(exported, tmp_path):
     import openvino as ov
 
